@@ -1,0 +1,99 @@
+// Config selection for the SM90 block-scaled FP8 GEMM, from static shapes.
+//
+// Runs at lowering time (never per call). The model: a tile of BM x BN costs,
+// per 128-deep K block, the largest of its tensor-core time, its math
+// warpgroups' serial overhead and its TMA load time, plus an epilogue; tiles
+// run in waves over the SMs; pick the config with the fewest estimated cycles,
+// preferring larger tiles on ties.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+namespace jaxgemm::heuristics {
+
+struct Fp8GemmConfig {
+  int block_m = 128;
+  int block_n = 128;
+  int num_stages = 4;
+  int store_n = 64;    // width of one TMA store of the output (64, 32 or 16 columns)
+  int group_n = 8;     // rasterization band width in n-blocks
+  int num_sms = 132;   // the persistent grid size
+  int smem_bytes = 0;
+
+  int num_threads() const { return (block_m / 64) * 128 + 128; }
+
+  std::string str() const {
+    std::ostringstream s;
+    s << "block_m=" << block_m << " block_n=" << block_n << " stages=" << num_stages
+      << " store_n=" << store_n << " group_n=" << group_n << " sms=" << num_sms
+      << " smem=" << smem_bytes;
+    return s.str();
+  }
+};
+
+inline int ceil_div(int64_t a, int64_t b) { return static_cast<int>((a + b - 1) / b); }
+
+// The shared memory a config needs; mirrors Fp8Gemm1D2DLayout in the kernel.
+inline int fp8_gemm_smem_bytes(int block_m, int block_n, int stages) {
+  const int per_stage = block_m * 128 + block_n * 128 + block_m * 4;
+  return 1024 + block_m * block_n * 2 + stages * per_stage + stages * 16;
+}
+
+inline int store_width(int block_n) {
+  for (int w : {64, 32, 16})
+    if (block_n % w == 0) return w;
+  return 0;
+}
+
+inline Fp8GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_t batches,
+                                            int num_sms, int smem_capacity = 232448) {
+  if (m <= 0 || n <= 0 || k <= 0 || batches <= 0 || num_sms <= 0)
+    throw std::invalid_argument("select_fp8_gemm_config: sizes must be positive");
+  const int num_k_blocks = ceil_div(k, 128);
+  Fp8GemmConfig best;
+  double best_cycles = 0;
+  bool found = false;
+  for (int bm : {64, 128}) {
+    if (bm == 128 && m <= 64) continue;
+    for (int bn : {16, 32, 64, 96, 112, 128, 144, 160, 176, 192}) {
+      int stages = 0;
+      while (stages < 8 && fp8_gemm_smem_bytes(bm, bn, stages + 1) <= smem_capacity) ++stages;
+      if (stages < 3) continue;
+      const int64_t tiles = batches * ceil_div(m, bm) * ceil_div(n, bn);
+      const int64_t waves = (tiles + num_sms - 1) / num_sms;
+      // Cycles per 128-deep K block of one tile on one SM. A warpgroup's 4 WGMMAs
+      // (64 x BN x 128 MACs at 4096 FP8 MACs/clk) take 2*BN clks; after them it waits,
+      // releases the stage and promotes (~160 + BN clks), while the other math
+      // warpgroup (if any) keeps the tensor cores busy. TMA brings (BM + BN) * 128
+      // bytes from L2 at ~64 B/clk.
+      const double wgmma = 2.0 * bn;
+      const double overhead = 160.0 + bn;
+      const double load = (bm + bn) * 128.0 / 64.0;
+      const double per_k_block = bm == 128 ? std::max({2 * wgmma, wgmma + overhead, load})
+                                           : std::max(wgmma + overhead, load);
+      const double per_tile = num_k_blocks * per_k_block + bm * bn * 2.0 / 64 + 500;
+      const double cycles = double(waves) * per_tile;
+      const bool better = !found || cycles < best_cycles * 0.999 ||
+                          (cycles <= best_cycles * 1.001 && bm * bn > best.block_m * best.block_n);
+      if (better) {
+        found = true;
+        best_cycles = cycles;
+        best.block_m = bm;
+        best.block_n = bn;
+        best.num_stages = stages;
+        best.store_n = store_width(bn);
+        best.smem_bytes = fp8_gemm_smem_bytes(bm, bn, stages);
+        // Fewest SMs that keep the same number of waves.
+        best.num_sms = static_cast<int>(std::min<int64_t>(num_sms, ceil_div(tiles, waves)));
+      }
+    }
+  }
+  if (!found) throw std::runtime_error("select_fp8_gemm_config: no config fits shared memory");
+  return best;
+}
+
+}  // namespace jaxgemm::heuristics

@@ -1,0 +1,282 @@
+// SM90 block-scaled FP8 GEMM, "1D2D" recipe: D[l] = dequant(A[l]) @ dequant(B[l])^T in BF16.
+//
+// A is [M, K] e4m3 with one FP32 scale per row per 128 of K (1D); B is [N, K]
+// e4m3 with one FP32 scale per 128x128 block (2D). Both are K-major, as the FP8
+// tensor cores need. L batches share one launch (B may be shared by all).
+//
+// Work per output tile (BLOCK_M x BLOCK_N, K deep): 2*BM*BN*K FLOPs, reading
+// (BM + BN) * K bytes of operands plus BM * K/32 bytes of A scales, writing
+// 2*BM*BN bytes. At BM=128, BN=128 that is 64 FLOP per operand byte: far above
+// Hopper's ~300 FLOP/byte ridge only thanks to L2 reuse, which the band
+// rasterization below provides.
+//
+// Pipeline and warp roles (persistent: one CTA per SM walks tiles
+// blockIdx.x, blockIdx.x + gridDim.x, ...):
+//   - warpgroups 0..NUM_MATH_WG-1 (math, 64 rows of the tile each): per 128-deep
+//     K block, wait for the stage, 4 WGMMA m64nNk32 into a fresh accumulator,
+//     release the stage, then promote: final += accum * scale_a[row] * scale_b[col].
+//     This FP32 promotion every 128 of K is what keeps FP8 accumulation accurate.
+//     Epilogue: BF16 into swizzled shared memory, then TMA stores, which overlap
+//     the next tile's main loop.
+//   - the last warpgroup (producer): one thread issues the TMA loads of A, B and
+//     the A scales of each stage into a NUM_STAGES-deep ring guarded by "full"
+//     (transaction bytes) and "empty" (one arrival per math warp) mbarriers.
+// Registers are rebalanced with setmaxnreg: producer 40, math 232.
+#pragma once
+
+#include <cute/arch/copy_sm90_tma.hpp>
+#include <cute/arch/mma_sm90_gmma.hpp>
+#include <cute/numeric/integer_sequence.hpp>
+#include <cutlass/arch/barrier.h>
+#include <cutlass/arch/reg_reconfig.h>
+
+#include "fp8_gemm_1d2d_params.h"
+
+namespace jaxgemm::sm90 {
+
+using Barrier = cutlass::arch::ClusterTransactionBarrier;
+
+__device__ __forceinline__ void prefetch_tma(const TmaDescriptor* desc) {
+  asm volatile("prefetch.tensormap [%0];" ::"l"(reinterpret_cast<unsigned long long>(desc)) : "memory");
+}
+
+// Shared-memory matrix descriptor of a K-major tile whose rows are 128 bytes,
+// 128B-swizzled, 8-row groups 1024 bytes apart. The tile must be 1024-aligned.
+__device__ __forceinline__ uint64_t smem_desc_k_major_sw128(const void* ptr) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(ptr));
+  uint64_t desc = 0;
+  desc |= static_cast<uint64_t>((addr >> 4) & 0x3FFF);          // start address
+  desc |= static_cast<uint64_t>(1) << 16;                       // leading byte offset (unused)
+  desc |= static_cast<uint64_t>((1024 >> 4) & 0x3FFF) << 32;    // stride byte offset
+  desc |= static_cast<uint64_t>(1) << 62;                       // 128B swizzle
+  return desc;
+}
+
+template <class Wgmma, int... I>
+__device__ __forceinline__ void wgmma_fma(uint64_t desc_a, uint64_t desc_b, float* acc, bool accumulate,
+                                          cute::integer_sequence<int, I...>) {
+  Wgmma::fma(desc_a, desc_b, acc[I]...,
+             accumulate ? cute::SM90::GMMA::ScaleOut::One : cute::SM90::GMMA::ScaleOut::Zero);
+}
+
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+  uint32_t r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
+__device__ __forceinline__ void st_shared_u32(uint8_t* ptr, uint32_t v) {
+  asm volatile("st.shared.u32 [%0], %1;" ::"r"(static_cast<uint32_t>(__cvta_generic_to_shared(ptr))), "r"(v));
+}
+
+// Maps a linear tile index to (batch, m block, n block). Tiles run in bands of
+// GROUP_N n-blocks, m-blocks fastest within a band, so the CTAs in flight
+// share a few B panels and a few A panels in L2.
+template <unsigned GROUP_N>
+struct TileScheduler {
+  unsigned num_m_blocks, num_n_blocks, tiles_per_batch, num_tiles;
+
+  __device__ TileScheduler(unsigned m, unsigned n, unsigned batches, unsigned block_m, unsigned block_n)
+      : num_m_blocks((m + block_m - 1) / block_m), num_n_blocks((n + block_n - 1) / block_n) {
+    tiles_per_batch = num_m_blocks * num_n_blocks;
+    num_tiles = tiles_per_batch * batches;
+  }
+
+  __device__ __forceinline__ void get(unsigned tile, unsigned& l, unsigned& m_block, unsigned& n_block) const {
+    l = tile / tiles_per_batch;
+    const unsigned r = tile - l * tiles_per_batch;
+    const unsigned band = r / (GROUP_N * num_m_blocks);
+    const unsigned first_n = band * GROUP_N;
+    const unsigned width = min(GROUP_N, num_n_blocks - first_n);
+    const unsigned idx = r - band * GROUP_N * num_m_blocks;
+    m_block = idx / width;
+    n_block = first_n + idx % width;
+  }
+};
+
+template <unsigned BLOCK_M, unsigned BLOCK_N, unsigned NUM_STAGES, unsigned STORE_N>
+struct Fp8Gemm1D2DLayout {
+  static constexpr unsigned BLOCK_K = 128;
+  static constexpr unsigned SMEM_D = BLOCK_M * BLOCK_N * 2;
+  static constexpr unsigned SMEM_A = BLOCK_M * BLOCK_K;
+  static constexpr unsigned SMEM_B = BLOCK_N * BLOCK_K;
+  static constexpr unsigned SMEM_SFA = BLOCK_M * 4;
+  static constexpr unsigned SMEM_BARRIERS = NUM_STAGES * 2 * 8;
+  // +1024: the dynamic shared memory base is aligned up to 1024 at run time.
+  static constexpr unsigned SMEM_TOTAL =
+      1024 + SMEM_D + NUM_STAGES * (SMEM_A + SMEM_B + SMEM_SFA) + SMEM_BARRIERS;
+};
+
+template <class Wgmma, unsigned BLOCK_M, unsigned BLOCK_N, unsigned NUM_STAGES, unsigned STORE_N,
+          unsigned GROUP_N>
+__device__ __forceinline__ void fp8_gemm_1d2d(const Fp8Gemm1D2DParams& p) {
+  using Layout = Fp8Gemm1D2DLayout<BLOCK_M, BLOCK_N, NUM_STAGES, STORE_N>;
+  constexpr unsigned BLOCK_K = Layout::BLOCK_K;
+  constexpr unsigned WGMMA_K = 32;
+  constexpr unsigned NUM_MATH_WG = BLOCK_M / 64;
+  constexpr unsigned NUM_MATH_THREADS = NUM_MATH_WG * 128;
+  constexpr unsigned NUM_ACC = BLOCK_N / 2;  // f32 accumulators per thread for m64nN
+  static_assert(BLOCK_M == 64 || BLOCK_M == 128, "one or two math warpgroups of 64 rows");
+  static_assert(BLOCK_N % 16 == 0 && BLOCK_N <= 256, "BLOCK_N must be a multiple of 16");
+  static_assert(BLOCK_N % STORE_N == 0 && (STORE_N == 64 || STORE_N == 32 || STORE_N == 16),
+                "output chunks are 128, 64 or 32 bytes wide");
+
+  // Shared memory: [D staging][A x stages][B x stages][SFA x stages][barriers]
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>(
+      (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~static_cast<uintptr_t>(1023));
+  uint8_t* smem_d = smem;
+  uint8_t* smem_a = smem_d + Layout::SMEM_D;
+  uint8_t* smem_b = smem_a + NUM_STAGES * Layout::SMEM_A;
+  float* smem_sfa = reinterpret_cast<float*>(smem_b + NUM_STAGES * Layout::SMEM_B);
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem_sfa + NUM_STAGES * BLOCK_M);
+  uint64_t* empty = full + NUM_STAGES;
+
+  const unsigned warp_group = threadIdx.x / 128;
+  const unsigned num_k_blocks = (p.k + BLOCK_K - 1) / BLOCK_K;
+  const TileScheduler<GROUP_N> sched(p.m, p.n, p.num_batches, BLOCK_M, BLOCK_N);
+
+  if (threadIdx.x == 0) {
+    prefetch_tma(&p.tma_a);
+    prefetch_tma(&p.tma_b);
+    prefetch_tma(&p.tma_sfa);
+    prefetch_tma(&p.tma_d);
+    for (unsigned s = 0; s < NUM_STAGES; ++s) {
+      Barrier::init(&full[s], 1);
+      Barrier::init(&empty[s], NUM_MATH_WG * 4);
+    }
+    cutlass::arch::fence_barrier_init();
+  }
+  __syncthreads();
+
+  if (warp_group == NUM_MATH_WG) {
+    // ---------------------------------------------------------------- producer
+    if constexpr (NUM_MATH_WG > 1) cutlass::arch::warpgroup_reg_dealloc<40>();
+    if (threadIdx.x == NUM_MATH_THREADS) {
+      constexpr unsigned STAGE_BYTES = Layout::SMEM_A + Layout::SMEM_B + Layout::SMEM_SFA;
+      unsigned it = 0;
+      for (unsigned tile = blockIdx.x; tile < sched.num_tiles; tile += gridDim.x) {
+        unsigned l, m_block, n_block;
+        sched.get(tile, l, m_block, n_block);
+        const int m0 = static_cast<int>(m_block * BLOCK_M);
+        const int n0 = static_cast<int>(n_block * BLOCK_N);
+        const int lb = p.b_batched ? static_cast<int>(l) : 0;
+        for (unsigned kb = 0; kb < num_k_blocks; ++kb, ++it) {
+          const unsigned s = it % NUM_STAGES;
+          Barrier::wait(&empty[s], ((it / NUM_STAGES) & 1) ^ 1);
+          Barrier::arrive_and_expect_tx(&full[s], STAGE_BYTES);
+          const int k0 = static_cast<int>(kb * BLOCK_K);
+          cute::SM90_TMA_LOAD_3D::copy(&p.tma_a, &full[s], 0, smem_a + s * Layout::SMEM_A, k0, m0,
+                                       static_cast<int>(l));
+          cute::SM90_TMA_LOAD_3D::copy(&p.tma_b, &full[s], 0, smem_b + s * Layout::SMEM_B, k0, n0, lb);
+          cute::SM90_TMA_LOAD_3D::copy(&p.tma_sfa, &full[s], 0, smem_sfa + s * BLOCK_M, m0,
+                                       static_cast<int>(kb), static_cast<int>(l));
+        }
+      }
+    }
+  } else {
+    // ------------------------------------------------------------------- math
+    if constexpr (NUM_MATH_WG > 1) cutlass::arch::warpgroup_reg_alloc<232>();
+    const unsigned t = threadIdx.x % 128;
+    const unsigned warp = t / 32, lane = t % 32;
+    const unsigned row0 = warp * 16 + lane / 4;  // this thread's rows: row0, row0 + 8 (of the WG's 64)
+    const unsigned num_nb = (p.n + 127) / 128;
+    const float* sfb_base = p.sfb;
+    uint8_t* smem_d_wg = smem_d + warp_group * 64 * BLOCK_N * 2;
+
+    float acc[NUM_ACC];
+    float final_acc[NUM_ACC];
+    unsigned it = 0;
+    for (unsigned tile = blockIdx.x; tile < sched.num_tiles; tile += gridDim.x) {
+      unsigned l, m_block, n_block;
+      sched.get(tile, l, m_block, n_block);
+      const unsigned n0 = n_block * BLOCK_N;
+      // B's scale rows covering this tile: a tile may straddle two 128-row blocks
+      // when BLOCK_N does not divide 128; columns before `split` use the first.
+      const unsigned nb0 = n0 / 128;
+      const unsigned nb1 = min(nb0 + 1, num_nb - 1);
+      const unsigned split = (nb0 + 1) * 128 - n0;
+      const float* sfb = sfb_base + (p.b_batched ? l : 0) * num_nb * num_k_blocks;
+
+#pragma unroll
+      for (unsigned i = 0; i < NUM_ACC; ++i) final_acc[i] = 0.0f;
+
+      for (unsigned kb = 0; kb < num_k_blocks; ++kb, ++it) {
+        const unsigned s = it % NUM_STAGES;
+        const float sb0 = __ldg(sfb + nb0 * num_k_blocks + kb);
+        const float sb1 = __ldg(sfb + nb1 * num_k_blocks + kb);
+        Barrier::wait(&full[s], (it / NUM_STAGES) & 1);
+
+        const float sa0 = smem_sfa[s * BLOCK_M + warp_group * 64 + row0];
+        const float sa1 = smem_sfa[s * BLOCK_M + warp_group * 64 + row0 + 8];
+        const uint64_t desc_a = smem_desc_k_major_sw128(smem_a + s * Layout::SMEM_A + warp_group * 64 * BLOCK_K);
+        const uint64_t desc_b = smem_desc_k_major_sw128(smem_b + s * Layout::SMEM_B);
+
+#pragma unroll
+        for (unsigned i = 0; i < NUM_ACC; ++i) cute::warpgroup_fence_operand(acc[i]);
+        cute::warpgroup_arrive();
+#pragma unroll
+        for (unsigned k = 0; k < BLOCK_K / WGMMA_K; ++k) {
+          // Advancing K by 32 bytes inside the 128B swizzle atom moves the start address.
+          wgmma_fma<Wgmma>(desc_a + k * (WGMMA_K >> 4), desc_b + k * (WGMMA_K >> 4), acc, k > 0,
+                           cute::make_integer_sequence<int, NUM_ACC>{});
+        }
+        cute::warpgroup_commit_batch();
+#pragma unroll
+        for (unsigned i = 0; i < NUM_ACC; ++i) cute::warpgroup_fence_operand(acc[i]);
+        cute::warpgroup_wait<0>();
+
+        // The stage's A, B and scales are consumed: hand it back to the producer.
+        __syncwarp();
+        if (lane == 0) Barrier::arrive(&empty[s]);
+
+        // Promote: accumulator i of m64nN sits at row row0 + 8 * ((i / 2) % 2),
+        // column (i / 4) * 8 + (lane % 4) * 2 + i % 2.
+#pragma unroll
+        for (unsigned j = 0; j < BLOCK_N / 8; ++j) {
+          const float sb = (128 % BLOCK_N == 0 || j * 8 < split) ? sb0 : sb1;
+          const float s0 = sa0 * sb, s1 = sa1 * sb;
+          final_acc[j * 4 + 0] += acc[j * 4 + 0] * s0;
+          final_acc[j * 4 + 1] += acc[j * 4 + 1] * s0;
+          final_acc[j * 4 + 2] += acc[j * 4 + 2] * s1;
+          final_acc[j * 4 + 3] += acc[j * 4 + 3] * s1;
+        }
+      }
+
+      // ---------------------------------------------------------------- epilogue
+      // The previous tile's TMA stores must have read the staging buffer.
+      if (t == 0) cute::tma_store_wait<0>();
+      cutlass::arch::NamedBarrier::sync(128, 1 + warp_group);
+      // BF16 pairs into STORE_N-wide chunks, each 64 rows x STORE_N*2 bytes,
+      // swizzled as TMA expects: 16-byte unit ^= (byte offset >> 7) & (span/16 - 1).
+      constexpr unsigned SPAN = STORE_N * 2;
+      constexpr unsigned SWIZZLE_MASK = SPAN / 16 - 1;
+#pragma unroll
+      for (unsigned j = 0; j < BLOCK_N / 8; ++j) {
+        const unsigned col = j * 8 + (lane % 4) * 2;
+        uint8_t* chunk = smem_d_wg + (col / STORE_N) * (64 * SPAN);
+#pragma unroll
+        for (unsigned h = 0; h < 2; ++h) {
+          const unsigned row = row0 + 8 * h;
+          unsigned off = row * SPAN + (col % STORE_N) * 2;
+          off ^= ((off >> 7) & SWIZZLE_MASK) << 4;
+          st_shared_u32(chunk + off, pack_bf16x2(final_acc[j * 4 + 2 * h], final_acc[j * 4 + 2 * h + 1]));
+        }
+      }
+      cutlass::arch::fence_view_async_shared();
+      cutlass::arch::NamedBarrier::sync(128, 1 + warp_group);
+      if (t == 0) {
+#pragma unroll
+        for (unsigned c = 0; c < BLOCK_N / STORE_N; ++c) {
+          cute::SM90_TMA_STORE_3D::copy(&p.tma_d, smem_d_wg + c * 64 * SPAN, static_cast<int>(n0 + c * STORE_N),
+                                        static_cast<int>(m_block * BLOCK_M + warp_group * 64),
+                                        static_cast<int>(l));
+        }
+        cute::tma_store_arrive();
+      }
+    }
+    if (t == 0) cute::tma_store_wait<0>();
+  }
+}
+
+}  // namespace jaxgemm::sm90

@@ -1,0 +1,20 @@
+// Kernel parameters of sm90_fp8_gemm_1d2d, shared by the host launcher and the
+// kernel. Plain C++: both NVCC/NVRTC and the host compiler read it.
+#pragma once
+
+#include "../common/tma_descriptor.h"
+
+namespace jaxgemm {
+
+struct Fp8Gemm1D2DParams {
+  TmaDescriptor tma_a;    // A   [L, M, K] e4m3, box {128, BLOCK_M, 1}, 128B swizzle
+  TmaDescriptor tma_b;    // B   [Lb, N, K] e4m3, box {128, BLOCK_N, 1}, 128B swizzle
+  TmaDescriptor tma_sfa;  // SFA [L, ceil(K/128), M] f32 (M-major, rows padded to 4), box {BLOCK_M, 1, 1}
+  TmaDescriptor tma_d;    // D   [L, M, N] bf16, box {STORE_N, 64, 1}, swizzled to STORE_N * 2 bytes
+  const float* sfb;       // SFB [Lb, ceil(N/128), ceil(K/128)] f32, row-major
+  unsigned m, n, k;
+  unsigned num_batches;   // L
+  unsigned b_batched;     // 1: B and SFB have L batches; 0: one, shared by all
+};
+
+}  // namespace jaxgemm

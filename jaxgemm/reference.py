@@ -1,0 +1,46 @@
+"""Pure-jnp definitions of jaxgemm's ops.
+
+Each function here is the specification of one op: the kernels must compute
+the same function, the tests use it as the oracle, and every platform but CUDA
+lowers the op to it. Leading batch dimensions are allowed throughout.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["dequant_per_token", "dequant_per_block", "fp8_gemm_nt"]
+
+
+def _expand_scales(sf, axis_len: int, axis: int):
+    """Repeats each scale 128 times along `axis` and trims to `axis_len`."""
+    return jnp.repeat(sf, 128, axis=axis, total_repeat_length=sf.shape[axis] * 128).take(
+        jnp.arange(axis_len), axis=axis)
+
+
+def dequant_per_token(x, sf):
+    """`x` [..., M, K] fp8 with scales [..., M, ceil(K/128)] -> float32."""
+    return x.astype(jnp.float32) * _expand_scales(sf, x.shape[-1], sf.ndim - 1)
+
+
+def dequant_per_block(x, sf):
+    """`x` [..., N, K] fp8 with scales [..., ceil(N/128), ceil(K/128)] -> float32."""
+    s = _expand_scales(sf, x.shape[-2], sf.ndim - 2)
+    s = _expand_scales(s, x.shape[-1], sf.ndim - 1)
+    return x.astype(jnp.float32) * s
+
+
+def fp8_gemm_nt(a, sfa, b, sfb, c=None, out_dtype=jnp.bfloat16):
+    """`D = C + dequant(A) @ dequant(B)^T`, accumulated in float32.
+
+    A [..., M, K] with per-token scales, B [..., N, K] with per-block scales
+    (B's batch dimensions broadcast against A's).
+    """
+    da = dequant_per_token(a, sfa)
+    db = dequant_per_block(b, sfb)
+    d = jnp.einsum("...mk,...nk->...mn", da, db, precision=jax.lax.Precision.HIGHEST,
+                   preferred_element_type=jnp.float32)
+    if c is not None:
+        d = d + c.astype(jnp.float32)
+    return d.astype(out_dtype)
