@@ -49,6 +49,7 @@ ffi::ErrorOr<std::unique_ptr<Fp8GemmState>> Fp8GemmInstantiate(int32_t block_m, 
     const auto built = jit::Compiler::build("sm90_fp8_gemm_1d2d", source, "90a");
     state->kernel = &jit::KernelRuntime::load(built.cubin_path, Sm90Fp8Gemm1D2D::kSymbol,
                                               state->config.smem_bytes);
+    jit::KernelRuntime::preload_in_current_context(*state->kernel);
     return state;
   } catch (const std::exception& e) {
     return ffi::Unexpected(ffi::Error::Internal(e.what()));

@@ -7,7 +7,11 @@
 
 #include <dlfcn.h>
 
+#include <sys/wait.h>
+
 #include <array>
+#include <map>
+#include <mutex>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -20,6 +24,11 @@
 #include "settings.hpp"
 
 namespace jaxgemm::jit {
+
+// The head of a long compiler log: the first errors are the ones that matter.
+inline std::string head(const std::string& log, size_t limit = 8000) {
+  return log.size() <= limit ? log : log.substr(0, limit) + "\n[... " + std::to_string(log.size() - limit) + " more bytes]";
+}
 
 // Runs a shell command; returns (exit status, combined output).
 inline std::pair<int, std::string> run_command(const std::string& cmd) {
@@ -160,10 +169,15 @@ class Compiler {
       Nvrtc::get(s.cuda_home).version(&major, &minor);
       v = "nvrtc " + std::to_string(major) + "." + std::to_string(minor);
     } else {
-      auto [rc, out] = run_command(shell_quote(s.nvcc_path()) + " --version");
-      if (rc != 0) throw std::runtime_error("jaxgemm: cannot run nvcc at " + s.nvcc_path() + ":\n" + out +
-                                            "\nSet JAXGEMM_CUDA_HOME or JAXGEMM_JIT_NVCC_COMPILER.");
-      v = out;
+      // The binary's identity (path, size, mtime) stands for its version: cheap
+      // enough for the warm-cache path, where running `nvcc --version` is not.
+      std::error_code ec;
+      const fs::path nvcc = s.nvcc_path();
+      const auto size = fs::file_size(nvcc, ec);
+      if (ec) throw std::runtime_error("jaxgemm: nvcc not found at " + nvcc.string() +
+                                       "; set JAXGEMM_CUDA_HOME or JAXGEMM_JIT_NVCC_COMPILER");
+      const auto mtime = fs::last_write_time(nvcc, ec).time_since_epoch().count();
+      v = "nvcc " + fs::canonical(nvcc, ec).string() + " " + std::to_string(size) + " " + std::to_string(mtime);
     }
     return memo.emplace(id, v).first->second;
   }
@@ -183,7 +197,7 @@ class Compiler {
            shell_quote((tmp / "kernel.cu").string());
     if (Settings::print_compiler_command()) std::cerr << "jaxgemm: " << cmd << "\n";
     auto [rc, out] = run_command(cmd);
-    if (rc != 0) throw std::runtime_error("jaxgemm: NVCC failed (" + std::to_string(rc) + "):\n" + out + "\ncommand: " + cmd);
+    if (rc != 0) throw std::runtime_error("jaxgemm: NVCC failed (" + std::to_string(rc) + "):\n" + head(out) + "\ncommand: " + cmd);
     if (Settings::ptxas_verbose() || Settings::debug()) std::cerr << out;
   }
 
@@ -212,7 +226,7 @@ class Compiler {
     if (log_size) api.log(prog, log.data());
     if (rc != 0) {
       api.destroy(&prog);
-      throw std::runtime_error("jaxgemm: NVRTC failed (" + std::to_string(rc) + "):\n" + log);
+      throw std::runtime_error("jaxgemm: NVRTC failed (" + std::to_string(rc) + "):\n" + head(log));
     }
     if (Settings::ptxas_verbose() || Settings::debug()) std::cerr << log;
     size_t size = 0;

@@ -24,6 +24,8 @@ class CudaDriver {
   JAXGEMM_DRIVER_FN(cuDeviceGetAttribute);
   JAXGEMM_DRIVER_FN(cuDeviceGetName);
   JAXGEMM_DRIVER_FN(cuCtxGetDevice);
+  JAXGEMM_DRIVER_FN(cuCtxGetCurrent);
+  JAXGEMM_DRIVER_FN(cuKernelGetFunction);
   JAXGEMM_DRIVER_FN(cuLibraryLoadData);
   JAXGEMM_DRIVER_FN(cuLibraryUnload);
   JAXGEMM_DRIVER_FN(cuLibraryGetKernel);
@@ -64,6 +66,8 @@ class CudaDriver {
     load(cuDeviceGetAttribute, "cuDeviceGetAttribute");
     load(cuDeviceGetName, "cuDeviceGetName");
     load(cuCtxGetDevice, "cuCtxGetDevice");
+    load(cuCtxGetCurrent, "cuCtxGetCurrent");
+    load(cuKernelGetFunction, "cuKernelGetFunction");
     load(cuLibraryLoadData, "cuLibraryLoadData");
     load(cuLibraryUnload, "cuLibraryUnload");
     load(cuLibraryGetKernel, "cuLibraryGetKernel");

@@ -52,6 +52,16 @@ class KernelRuntime {
     }
     return *loaded.emplace(key, std::move(k)).first->second;
   }
+
+  // Loads the kernel into the current context now, if there is one, so that the
+  // first launch (possibly under graph capture) loads nothing.
+  static void preload_in_current_context(const LoadedKernel& k) {
+    const auto& d = CudaDriver::get();
+    CUcontext ctx = nullptr;
+    if (d.cuCtxGetCurrent(&ctx) != CUDA_SUCCESS || ctx == nullptr) return;
+    CUfunction fn;
+    d.check(d.cuKernelGetFunction(&fn, k.kernel), "cuKernelGetFunction");
+  }
 };
 
 struct LaunchShape {

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# One call on a GPU machine: build, GPU tests, benchmark; a short table last.
+#
+#   bash scripts/gpu_check.sh [pytest args...]
+#
+# Expects the nvidia-cutlass wheel in .carry/ where the machine has no network
+# (the device tool carries that git-ignored folder). Writes logs under $OUT
+# (or ./gpu-out). Set SKIP_TESTS=1 or SKIP_BENCH=1 to leave a part out;
+# BENCH_ARGS passes arguments to `python -m jaxgemm.bench`.
+set -uo pipefail
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+export XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
+export JAXGEMM_JIT_CACHE_DIR=${JAXGEMM_JIT_CACHE_DIR:-/tmp/jaxgemm-jit}
+
+if ! $PY -c "import importlib.util as u; assert u.find_spec('cutlass_library')" 2>/dev/null; then
+  whl=$(ls .carry/nvidia_cutlass-*.whl 2>/dev/null | head -1)
+  [ -n "$whl" ] || { echo "no nvidia-cutlass: pip install it or put its wheel in .carry/"; exit 1; }
+  rm -rf /tmp/cutlass && mkdir -p /tmp/cutlass && (cd /tmp/cutlass && $PY -m zipfile -e "$OLDPWD/$whl" .)
+  export JAXGEMM_CUTLASS_INCLUDE=/tmp/cutlass/cutlass_library/source/include
+fi
+
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu --format=csv,noheader
+# The distribution's g++: a toolchain that links libstdc++ statically has crashed JIT libraries.
+CXX=${CXX:-/usr/bin/g++} $PY -m pip install --no-build-isolation --no-deps -q -e . > "$OUT/build.log" 2>&1 \
+  || { tail -40 "$OUT/build.log"; exit 1; }
+so=$(find build -name "_C*.so" | head -1)
+readelf -d "$so" | grep -q "libstdc++.so.6" || echo "WARNING: $so does not link libstdc++.so.6 dynamically"
+
+rc=0
+if [ -z "${SKIP_TESTS:-}" ]; then
+  $PY -m pytest tests -q -x -rs "$@" 2>&1 | tee "$OUT/pytest.log" | tail -25
+  rc=${PIPESTATUS[0]}
+fi
+if [ -z "${SKIP_BENCH:-}" ]; then
+  $PY -m jaxgemm.bench --json "$OUT/bench.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log" | grep -v '^{' | tail -30
+fi
+exit $rc

@@ -1,0 +1,111 @@
+"""fp8_gemm_nt on an SM90 GPU: every element against a float64 reference of the
+dequantized inputs, on random data, with the output memory poisoned first."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxgemm
+from jaxgemm import reference
+
+pytestmark = pytest.mark.gpu
+
+DEEPSEEK_V3_NK = [(2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168), (7168, 2048)]
+MS = [1, 64, 128, 4096, 4097]
+
+
+def _operands(m, n, k, seed):
+    kx, kw = jax.random.split(jax.random.PRNGKey(seed))
+    x = jax.random.normal(kx, (m, k), jnp.bfloat16)
+    w = jax.random.normal(kw, (n, k), jnp.bfloat16)
+    return jaxgemm.per_token_cast_to_fp8(x), jaxgemm.per_block_cast_to_fp8(w)
+
+
+def _poison(shape):
+    """Fill, then free, a NaN buffer of the output's size: XLA's allocator hands the
+    same memory to the next output, so elements the kernel does not write stay NaN."""
+    jax.block_until_ready(jnp.full(shape, jnp.nan, jnp.bfloat16)).delete()
+
+
+def _check_against_float64(out, a, b):
+    with jax.enable_x64(True):
+        ref = reference.fp8_gemm_nt(a[0], a[1], b[0], b[1], out_dtype=jnp.float64)
+        got = jnp.asarray(out).astype(jnp.float64)
+        assert not bool(jnp.any(jnp.isnan(got))), "NaN in the output (unwritten or bad elements)"
+        diff = float(1 - 2 * jnp.sum(got * ref) / jnp.sum(got * got + ref * ref))
+        # Every element: BF16 rounding of the output is the only error left (2^-8
+        # relative); the absolute floor covers results that cancel to near zero.
+        rms = jnp.sqrt(jnp.mean(ref * ref))
+        bad = jnp.abs(got - ref) > 1e-2 * jnp.abs(ref) + 1e-2 * rms
+        n_bad = int(jnp.sum(bad))
+    assert diff < 1e-3, f"calc_diff {diff}"
+    assert n_bad == 0, f"{n_bad} elements off (first at {np.argwhere(np.asarray(bad))[:3].tolist()})"
+    return diff
+
+
+@pytest.mark.parametrize("n,k", DEEPSEEK_V3_NK)
+@pytest.mark.parametrize("m", MS)
+def test_fp8_gemm_nt_matches_float64(m, n, k):
+    a, b = _operands(m, n, k, seed=m + n + k)
+    f = jax.jit(jaxgemm.fp8_gemm_nt)
+    _poison((m, n))
+    out = f(a, b)
+    assert out.shape == (m, n) and out.dtype == jnp.bfloat16
+    _check_against_float64(out, a, b)
+    # Deterministic, and correct again when the output buffer is reused.
+    _poison((m, n))
+    again = f(a, b)
+    assert np.array_equal(np.asarray(out.view(jnp.uint16)), np.asarray(again.view(jnp.uint16)))
+
+
+@pytest.mark.parametrize("config", [
+    {"block_m": 64, "block_n": 16},
+    {"block_m": 128, "block_n": 96},     # tiles straddle two 128-row scale blocks of B
+    {"block_m": 128, "block_n": 144},    # _ext WGMMA, 16-column TMA stores
+    {"block_m": 128, "block_n": 192, "num_stages": 3},
+    {"block_m": 128, "block_n": 128, "num_sms": 7},  # many tiles per CTA
+])
+def test_fp8_gemm_nt_pinned_configs(config):
+    m, n, k = 333, 1160, 1536  # partial tiles in M and N, K with a partial 128-block
+    a, b = _operands(m, n, k, seed=7)
+    _poison((m, n))
+    out = jax.jit(lambda a, b: jaxgemm.fp8_gemm_nt(a, b, config=config))(a, b)
+    _check_against_float64(out, a, b)
+
+
+def test_fp8_gemm_nt_k_not_multiple_of_128():
+    a, b = _operands(200, 256, 208, seed=3)
+    _check_against_float64(jax.jit(jaxgemm.fp8_gemm_nt)(a, b), a, b)
+
+
+def test_fp8_gemm_nt_vmap_matches_jit():
+    m, n, k = 256, 2112, 7168
+    a, b = _operands(3 * m, n, k, seed=11)
+    ref = jax.jit(jaxgemm.fp8_gemm_nt)(a, b)
+    ab = (a[0].reshape(3, m, k), a[1].reshape(3, m, -1))
+    # Batched A, shared B: folds into M (one launch); rows do not depend on the batch.
+    out = jax.jit(jax.vmap(jaxgemm.fp8_gemm_nt, in_axes=((0, 0), None)))(ab, b)
+    assert np.array_equal(np.asarray(out.reshape(3 * m, n).view(jnp.uint16)), np.asarray(ref.view(jnp.uint16)))
+    # Batched A and B: the L dimension of the kernel.
+    bb = jax.tree.map(lambda x: jnp.stack([x, x, x]), b)
+    out2 = jax.jit(jax.vmap(jaxgemm.fp8_gemm_nt))(ab, bb)
+    assert np.array_equal(np.asarray(out2.reshape(3 * m, n).view(jnp.uint16)), np.asarray(ref.view(jnp.uint16)))
+
+
+def test_fp8_gemm_nt_with_c():
+    a, b = _operands(130, 264, 512, seed=5)
+    c = jax.random.normal(jax.random.PRNGKey(9), (130, 264), jnp.float32)
+    out = jax.jit(jaxgemm.fp8_gemm_nt)(a, b, c)
+    want = reference.fp8_gemm_nt(a[0], a[1], b[0], b[1], c=c)
+    assert jaxgemm.calc_diff(out, want) < 1e-4  # two BF16 roundings vs one
+
+
+def test_quickstart_snippet():
+    x = jax.random.normal(jax.random.PRNGKey(0), (4096, 7168), jnp.bfloat16)
+    w = jax.random.normal(jax.random.PRNGKey(1), (2112, 7168), jnp.bfloat16)
+    a = jaxgemm.per_token_cast_to_fp8(x)
+    b = jaxgemm.per_block_cast_to_fp8(w)
+    y = jax.jit(jaxgemm.fp8_gemm_nt)(a, b)
+    ref = jnp.dot(x.astype(jnp.float32), w.astype(jnp.float32).T, precision="highest")
+    assert jaxgemm.calc_diff(y, ref) < 1e-3  # against the BF16 inputs: FP8 quantization error included
