@@ -22,11 +22,13 @@ if ! $PY -c "import importlib.util as u; assert u.find_spec('cutlass_library')" 
 fi
 
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu --format=csv,noheader
-# The distribution's g++: a toolchain that links libstdc++ statically has crashed JIT libraries.
-CXX=${CXX:-/usr/bin/g++} $PY -m pip install --no-build-isolation --no-deps -q -e . > "$OUT/build.log" 2>&1 \
-  || { tail -40 "$OUT/build.log"; exit 1; }
-so=$(find build -name "_C*.so" | head -1)
-readelf -d "$so" | grep -q "libstdc++.so.6" || echo "WARNING: $so does not link libstdc++.so.6 dynamically"
+# The distribution's g++, whatever $CXX says: a toolchain that links libstdc++
+# statically crashes in iostreams inside the extension (seen on the device image).
+rm -rf build
+CXX=${JAXGEMM_BUILD_CXX:-/usr/bin/g++} $PY -m pip install --no-build-isolation --no-deps -v -e . \
+  > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+so=$($PY -c "import jaxgemm._C as c; print(c.__file__)")
+readelf -d "$so" | grep -q "libstdc++.so.6" || { echo "ERROR: $so links libstdc++ statically"; exit 1; }
 
 rc=0
 if [ -z "${SKIP_TESTS:-}" ]; then

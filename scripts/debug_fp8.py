@@ -1,0 +1,23 @@
+import faulthandler, sys, os, time
+faulthandler.enable()
+import jax, jax.numpy as jnp
+import jaxgemm, jaxgemm._runtime as r
+print("paths", r.kernel_include_dir(), r.cutlass_include_dir(), r.cuda_home(), flush=True)
+r.configure_jit()
+ext = r.extension()
+print("dev", r.device_info(0), flush=True)
+cfg = ext.fp8_gemm_config(256, 512, 1024, 1, 132)
+t = time.time(); print("load", ext.load_fp8_gemm_kernel(cfg), time.time() - t, flush=True)
+x = jax.random.normal(jax.random.PRNGKey(0), (256, 1024), jnp.bfloat16)
+w = jax.random.normal(jax.random.PRNGKey(1), (512, 1024), jnp.bfloat16)
+a = jaxgemm.per_token_cast_to_fp8(x); b = jaxgemm.per_block_cast_to_fp8(w)
+print("lowering", flush=True)
+lo = jax.jit(jaxgemm.fp8_gemm_nt).lower(a, b)
+print(lo.as_text()[-1500:], flush=True)
+print("compiling", flush=True)
+co = lo.compile()
+print("running", flush=True)
+y = co(a, b)
+print(y.block_until_ready().shape, flush=True)
+ref = jnp.dot(x.astype(jnp.float32), w.astype(jnp.float32).T, precision="highest")
+print("calc_diff", jaxgemm.calc_diff(y, ref), flush=True)
