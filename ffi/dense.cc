@@ -27,7 +27,7 @@ ffi::TypeId Fp8GemmState::id = {};
 namespace {
 
 Fp8GemmConfig config_from_attrs(int32_t block_m, int32_t block_n, int32_t num_stages, int32_t store_n,
-                                int32_t group_n, int32_t num_sms) {
+                                int32_t group_n, int32_t num_sms, int32_t cluster_m) {
   Fp8GemmConfig c;
   c.block_m = block_m;
   c.block_n = block_n;
@@ -35,16 +35,20 @@ Fp8GemmConfig config_from_attrs(int32_t block_m, int32_t block_n, int32_t num_st
   c.store_n = store_n;
   c.group_n = group_n;
   c.num_sms = num_sms;
+  c.cluster_m = cluster_m;
   c.smem_bytes = heuristics::fp8_gemm_smem_bytes(block_m, block_n, num_stages);
   return c;
 }
 
 ffi::ErrorOr<std::unique_ptr<Fp8GemmState>> Fp8GemmInstantiate(int32_t block_m, int32_t block_n,
                                                                int32_t num_stages, int32_t store_n,
-                                                               int32_t group_n, int32_t num_sms) {
+                                                               int32_t group_n, int32_t num_sms,
+                                                               int32_t cluster_m) {
   try {
     auto state = std::make_unique<Fp8GemmState>();
-    state->config = config_from_attrs(block_m, block_n, num_stages, store_n, group_n, num_sms);
+    if (cluster_m < 1 || num_sms % cluster_m != 0 || block_n % (8 * cluster_m) != 0)
+      return ffi::Unexpected(ffi::Error::InvalidArgument("jaxgemm fp8_gemm: inconsistent cluster config"));
+    state->config = config_from_attrs(block_m, block_n, num_stages, store_n, group_n, num_sms, cluster_m);
     const std::string source = Sm90Fp8Gemm1D2D::generate_source(state->config);
     const auto built = jit::Compiler::build("sm90_fp8_gemm_1d2d", source, "90a");
     state->kernel = &jit::KernelRuntime::load(built.cubin_path, Sm90Fp8Gemm1D2D::kSymbol,
@@ -58,7 +62,7 @@ ffi::ErrorOr<std::unique_ptr<Fp8GemmState>> Fp8GemmInstantiate(int32_t block_m, 
 
 ffi::Error Fp8GemmExecute(CUstream stream, Fp8GemmState* state, ffi::AnyBuffer a, ffi::Buffer<ffi::F32> sfa_t,
                           ffi::AnyBuffer b, ffi::Buffer<ffi::F32> sfb, ffi::Result<ffi::Buffer<ffi::BF16>> d,
-                          int32_t, int32_t, int32_t, int32_t, int32_t, int32_t) {
+                          int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t) {
   // Python validated everything at trace time; these checks guard the ABI.
   if (a.element_type() != ffi::F8E4M3FN || b.element_type() != ffi::F8E4M3FN)
     return ffi::Error::InvalidArgument("jaxgemm fp8_gemm: a and b must be float8_e4m3fn");
@@ -83,7 +87,8 @@ ffi::Error Fp8GemmExecute(CUstream stream, Fp8GemmState* state, ffi::AnyBuffer a
   if (CUresult r = Sm90Fp8Gemm1D2D::make_params(state->config, x, &params); r != CUDA_SUCCESS)
     return ffi::Error::Internal("jaxgemm fp8_gemm: cuTensorMapEncodeTiled failed: " + std::to_string(int(r)));
   const heuristics::Fp8GemmConfig& c = state->config;
-  jit::LaunchShape shape{static_cast<unsigned>(c.num_sms), static_cast<unsigned>(c.num_threads()), 1};
+  jit::LaunchShape shape{static_cast<unsigned>(c.num_sms), static_cast<unsigned>(c.num_threads()),
+                         static_cast<unsigned>(c.cluster_m)};
   if (CUresult r = jit::launch(*state->kernel, shape, stream, params); r != CUDA_SUCCESS)
     return ffi::Error::Internal("jaxgemm fp8_gemm: launch failed: " + std::to_string(int(r)));
   return ffi::Error::Success();
@@ -98,7 +103,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(kFp8GemmInstantiate, Fp8GemmInstantiate,
                            .Attr<int32_t>("num_stages")
                            .Attr<int32_t>("store_n")
                            .Attr<int32_t>("group_n")
-                           .Attr<int32_t>("num_sms"));
+                           .Attr<int32_t>("num_sms")
+                           .Attr<int32_t>("cluster_m"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(kFp8GemmExecute, Fp8GemmExecute,
                        ffi::Ffi::Bind()
@@ -114,7 +120,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(kFp8GemmExecute, Fp8GemmExecute,
                            .Attr<int32_t>("num_stages")
                            .Attr<int32_t>("store_n")
                            .Attr<int32_t>("group_n")
-                           .Attr<int32_t>("num_sms"),
+                           .Attr<int32_t>("num_sms")
+                           .Attr<int32_t>("cluster_m"),
                        {ffi::Traits::kCmdBufferCompatible});
 
 }  // namespace jaxgemm::ffi_handlers

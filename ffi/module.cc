@@ -30,6 +30,7 @@ nb::dict config_to_dict(const heuristics::Fp8GemmConfig& c) {
   d["store_n"] = c.store_n;
   d["group_n"] = c.group_n;
   d["num_sms"] = c.num_sms;
+  d["cluster_m"] = c.cluster_m;
   d["smem_bytes"] = c.smem_bytes;
   return d;
 }
@@ -42,6 +43,7 @@ heuristics::Fp8GemmConfig config_from_dict(const nb::dict& d) {
   c.store_n = nb::cast<int>(d["store_n"]);
   c.group_n = nb::cast<int>(d["group_n"]);
   c.num_sms = nb::cast<int>(d["num_sms"]);
+  c.cluster_m = d.contains("cluster_m") ? nb::cast<int>(d["cluster_m"]) : 1;
   c.smem_bytes = heuristics::fp8_gemm_smem_bytes(c.block_m, c.block_n, c.num_stages);
   return c;
 }

@@ -65,6 +65,8 @@ def test_fp8_gemm_nt_matches_float64(m, n, k):
     {"block_m": 128, "block_n": 144},    # _ext WGMMA, 16-column TMA stores
     {"block_m": 128, "block_n": 192, "num_stages": 3},
     {"block_m": 128, "block_n": 128, "num_sms": 7},  # many tiles per CTA
+    {"block_m": 128, "block_n": 176, "cluster_m": 2},  # B multicast; 3 m-blocks: one dummy
+    {"block_m": 64, "block_n": 96, "cluster_m": 2, "num_sms": 6},
 ])
 def test_fp8_gemm_nt_pinned_configs(config):
     m, n, k = 333, 1160, 1536  # partial tiles in M and N, K with a partial 128-block

@@ -21,7 +21,8 @@ struct Fp8GemmConfig {
   int num_stages = 4;
   int store_n = 64;    // width of one TMA store of the output (64, 32 or 16 columns)
   int group_n = 8;     // rasterization band width in n-blocks
-  int num_sms = 132;   // the persistent grid size
+  int num_sms = 132;   // the persistent grid size (a multiple of cluster_m)
+  int cluster_m = 1;   // 2: CTA pairs on adjacent m-blocks share B by TMA multicast
   int smem_bytes = 0;
 
   int num_threads() const { return (block_m / 64) * 128 + 128; }
@@ -30,6 +31,7 @@ struct Fp8GemmConfig {
     std::ostringstream s;
     s << "block_m=" << block_m << " block_n=" << block_n << " stages=" << num_stages
       << " store_n=" << store_n << " group_n=" << group_n << " sms=" << num_sms
+      << " cluster_m=" << cluster_m
       << " smem=" << smem_bytes;
     return s.str();
   }
@@ -59,20 +61,27 @@ inline Fp8GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int
   bool found = false;
   for (int bm : {64, 128}) {
     if (bm == 128 && m <= 64) continue;
-    for (int bn : {16, 32, 64, 96, 112, 128, 144, 160, 176, 192}) {
+    for (int bn : {16, 32, 64, 96, 112, 128, 144, 160, 176, 192})
+    for (int cluster : {1, 2}) {
+      // Multicast pays where L2 bandwidth binds: more than a wave of tiles, and
+      // at least two m-blocks to pair.
+      if (cluster == 2 && (ceil_div(m, bm) < 2 || batches * ceil_div(m, bm) * ceil_div(n, bn) <= num_sms))
+        continue;
       int stages = 0;
       while (stages < 8 && fp8_gemm_smem_bytes(bm, bn, stages + 1) <= smem_capacity) ++stages;
       if (stages < 3) continue;
-      const int64_t tiles = batches * ceil_div(m, bm) * ceil_div(n, bn);
-      const int64_t waves = (tiles + num_sms - 1) / num_sms;
+      const int usable_sms = num_sms / cluster * cluster;
+      const int64_t tiles = batches * ceil_div(m, int64_t(bm) * cluster) * cluster * ceil_div(n, bn);
+      const int64_t waves = (tiles + usable_sms - 1) / usable_sms;
       // Cycles per 128-deep K block of one tile on one SM. A warpgroup's 4 WGMMAs
       // (64 x BN x 128 MACs at 4096 FP8 MACs/clk) take 2*BN clks; after them it waits,
       // releases the stage and promotes (~160 + BN clks), while the other math
       // warpgroup (if any) keeps the tensor cores busy. TMA brings (BM + BN) * 128
-      // bytes from L2 at ~64 B/clk.
+      // bytes from L2 (BN / 2 rows of B per CTA with multicast) at ~26 B/clk per SM
+      // when all SMs stream: measured 128x176 tiles at K=16384 ran at exactly that.
       const double wgmma = 2.0 * bn;
       const double overhead = 160.0 + bn;
-      const double load = (bm + bn) * 128.0 / 64.0;
+      const double load = (bm + double(bn) / cluster) * 128.0 / 26.0;
       const double per_k_block = bm == 128 ? std::max({2 * wgmma, wgmma + overhead, load})
                                            : std::max(wgmma + overhead, load);
       const double per_tile = num_k_blocks * per_k_block + bm * bn * 2.0 / 64 + 500;
@@ -87,8 +96,10 @@ inline Fp8GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int
         best.num_stages = stages;
         best.store_n = store_width(bn);
         best.smem_bytes = fp8_gemm_smem_bytes(bm, bn, stages);
-        // Fewest SMs that keep the same number of waves.
-        best.num_sms = static_cast<int>(std::min<int64_t>(num_sms, ceil_div(tiles, waves)));
+        best.cluster_m = cluster;
+        // Fewest SMs that keep the same number of waves, in whole clusters.
+        const int64_t sms = std::min<int64_t>(usable_sms, ceil_div(tiles, waves));
+        best.num_sms = static_cast<int>(ceil_div(sms, cluster) * cluster);
       }
     }
   }

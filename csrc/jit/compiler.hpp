@@ -143,8 +143,7 @@ class Compiler {
  private:
   static std::vector<std::string> common_flags(const Settings& s, const std::string& arch) {
     return {"-std=c++20", "-I" + s.kernel_include, "-I" + s.cutlass_include,
-            "-I" + s.cuda_home + "/include", "-DNDEBUG", "--expt-relaxed-constexpr",
-            "-arch=sm_" + arch};  // replaced by -gencode for NVCC below
+            "-I" + s.cuda_home + "/include", "-DNDEBUG", "-arch=sm_" + arch};
   }
 
   static std::string headers_hash(const Settings& s) {
@@ -191,7 +190,7 @@ class Compiler {
       if (f.rfind("-arch=", 0) == 0) continue;
       cmd += " " + shell_quote(f);
     }
-    cmd += " -gencode=arch=compute_" + arch + ",code=sm_" + arch + " -O3 -cubin";
+    cmd += " -gencode=arch=compute_" + arch + ",code=sm_" + arch + " -O3 -cubin --expt-relaxed-constexpr";
     if (Settings::ptxas_verbose()) cmd += " -Xptxas=-v";
     cmd += " -o " + shell_quote((tmp / "kernel.cubin").string()) + " " +
            shell_quote((tmp / "kernel.cu").string());

@@ -36,7 +36,7 @@ struct Sm90Fp8Gemm1D2D {
     src += std::string(kSymbol) + "(const __grid_constant__ jaxgemm::Fp8Gemm1D2DParams params) {\n";
     src += "  jaxgemm::sm90::fp8_gemm_1d2d<Wgmma, " + std::to_string(c.block_m) + ", " + bn + ", " +
            std::to_string(c.num_stages) + ", " + std::to_string(c.store_n) + ", " +
-           std::to_string(c.group_n) + ">(params);\n}\n";
+           std::to_string(c.group_n) + ", " + std::to_string(c.cluster_m) + ">(params);\n}\n";
     return src;
   }
 
@@ -59,7 +59,7 @@ struct Sm90Fp8Gemm1D2D {
     jit::TmaTensor a{CU_TENSOR_MAP_DATA_TYPE_UINT8, x.a, 3, {x.k, x.m, x.batches}, {x.k, uint64_t(x.m) * x.k},
                      {128, uint32_t(c.block_m), 1}, CU_TENSOR_MAP_SWIZZLE_128B};
     jit::TmaTensor b{CU_TENSOR_MAP_DATA_TYPE_UINT8, x.b, 3, {x.k, x.n, lb}, {x.k, uint64_t(x.n) * x.k},
-                     {128, uint32_t(c.block_n), 1}, CU_TENSOR_MAP_SWIZZLE_128B};
+                     {128, uint32_t(c.block_n / c.cluster_m), 1}, CU_TENSOR_MAP_SWIZZLE_128B};
     jit::TmaTensor sfa{CU_TENSOR_MAP_DATA_TYPE_FLOAT32, x.sfa_t, 3, {x.m, kb, x.batches},
                        {uint64_t(x.m_pad) * 4, kb * x.m_pad * 4}, {uint32_t(c.block_m), 1, 1},
                        CU_TENSOR_MAP_SWIZZLE_NONE};

@@ -29,7 +29,7 @@ from jaxgemm.quantization import align, ceil_div
 __all__ = ["fp8_gemm_nt", "fp8_gemm_config", "fp8_gemm_p"]
 
 _FFI_TARGET = "jaxgemm_fp8_gemm_1d2d"
-_CONFIG_KEYS = ("block_m", "block_n", "num_stages", "store_n", "group_n", "num_sms")
+_CONFIG_KEYS = ("block_m", "block_n", "num_stages", "store_n", "group_n", "num_sms", "cluster_m")
 
 
 # ----------------------------------------------------------------------------- validation
@@ -95,6 +95,8 @@ def _normalize_config(config):
         raise ValueError(f"fp8_gemm_nt: config block_m must be 64 or 128, got {bm}")
     if bn is not None and (bn % 16 != 0 or not 16 <= bn <= 256):
         raise ValueError(f"fp8_gemm_nt: config block_n must be a multiple of 16 in [16, 256], got {bn}")
+    if config.get("cluster_m", 1) not in (1, 2):
+        raise ValueError(f"fp8_gemm_nt: config cluster_m must be 1 or 2, got {config['cluster_m']}")
     return tuple(sorted((k, int(v)) for k, v in config.items()))
 
 
@@ -188,6 +190,8 @@ def fp8_gemm_config(m: int, n: int, k: int, batches: int = 1, *, num_sms: int | 
     overrides = dict(config or ())
     if overrides:
         cfg.update(overrides)
+        if "cluster_m" not in overrides:
+            cfg["cluster_m"] = 1  # multicast only where asked for or chosen whole by the heuristic
         if "store_n" not in overrides:
             cfg["store_n"] = next(w for w in (64, 32, 16) if cfg["block_n"] % w == 0)
         if "num_stages" not in overrides:
@@ -195,9 +199,13 @@ def fp8_gemm_config(m: int, n: int, k: int, batches: int = 1, *, num_sms: int | 
             while stages < 8 and ext.fp8_gemm_smem_bytes(cfg["block_m"], cfg["block_n"], stages + 1) <= 232448:
                 stages += 1
             cfg["num_stages"] = stages
+        cluster = cfg["cluster_m"]
         if "num_sms" not in overrides:
-            tiles = batches * ceil_div(m, cfg["block_m"]) * ceil_div(n, cfg["block_n"])
-            cfg["num_sms"] = min(num_sms, tiles)
+            tiles = batches * ceil_div(m, cfg["block_m"] * cluster) * cluster * ceil_div(n, cfg["block_n"])
+            cfg["num_sms"] = min(num_sms // cluster * cluster, tiles)
+        if cfg["num_sms"] % cluster != 0 or cfg["block_n"] % (8 * cluster) != 0:
+            raise ValueError(f"fp8_gemm_nt: config {overrides}: with cluster_m={cluster}, num_sms and "
+                             f"block_n / 8 must be multiples of {cluster}")
         cfg["smem_bytes"] = ext.fp8_gemm_smem_bytes(cfg["block_m"], cfg["block_n"], cfg["num_stages"])
         if cfg["smem_bytes"] > 232448 or cfg["num_stages"] < 1:
             raise ValueError(f"fp8_gemm_nt: config {overrides} needs {cfg['smem_bytes']} bytes of "

@@ -21,9 +21,16 @@
 //   - the last warpgroup (producer): one thread issues the TMA loads of A, B and
 //     the A scales of each stage into a NUM_STAGES-deep ring guarded by "full"
 //     (transaction bytes) and "empty" (one arrival per math warp) mbarriers.
-// Registers are rebalanced with setmaxnreg: producer 40, math 232.
+// Registers are rebalanced with setmaxnreg: producer 48, math 232 (all 64K).
+//
+// With CLUSTER_M = 2, two CTAs of a cluster take adjacent m-blocks of the same
+// n-block: each loads half of the shared B tile and multicasts it to both, which
+// cuts the L2->SM traffic per tile by BN*128/2 bytes per K block (the limit at
+// large shapes). A CTA then frees a stage only when both CTAs' math warps have
+// released it, so "empty" counts the arrivals of both.
 #pragma once
 
+#include <cute/arch/cluster_sm90.hpp>
 #include <cute/arch/copy_sm90_tma.hpp>
 #include <cute/arch/mma_sm90_gmma.hpp>
 #include <cute/numeric/integer_sequence.hpp>
@@ -69,27 +76,31 @@ __device__ __forceinline__ void st_shared_u32(uint8_t* ptr, uint32_t v) {
   asm volatile("st.shared.u32 [%0], %1;" ::"r"(static_cast<uint32_t>(__cvta_generic_to_shared(ptr))), "r"(v));
 }
 
-// Maps a linear tile index to (batch, m block, n block). Tiles run in bands of
-// GROUP_N n-blocks, m-blocks fastest within a band, so the CTAs in flight
+// Maps a linear tile index to (batch, m block, n block). A tile here is
+// CLUSTER_M m-blocks wide (one per CTA of the cluster; an m-block past M is a
+// dummy whose loads read zeros and whose stores are dropped). Tiles run in
+// bands of GROUP_N n-blocks, m fastest within a band, so the CTAs in flight
 // share a few B panels and a few A panels in L2.
-template <unsigned GROUP_N>
+template <unsigned GROUP_N, unsigned CLUSTER_M>
 struct TileScheduler {
-  unsigned num_m_blocks, num_n_blocks, tiles_per_batch, num_tiles;
+  unsigned num_m_units, num_n_blocks, tiles_per_batch, num_tiles;
 
   __device__ TileScheduler(unsigned m, unsigned n, unsigned batches, unsigned block_m, unsigned block_n)
-      : num_m_blocks((m + block_m - 1) / block_m), num_n_blocks((n + block_n - 1) / block_n) {
-    tiles_per_batch = num_m_blocks * num_n_blocks;
+      : num_m_units((m + block_m * CLUSTER_M - 1) / (block_m * CLUSTER_M)),
+        num_n_blocks((n + block_n - 1) / block_n) {
+    tiles_per_batch = num_m_units * num_n_blocks;
     num_tiles = tiles_per_batch * batches;
   }
 
-  __device__ __forceinline__ void get(unsigned tile, unsigned& l, unsigned& m_block, unsigned& n_block) const {
+  __device__ __forceinline__ void get(unsigned tile, unsigned rank, unsigned& l, unsigned& m_block,
+                                      unsigned& n_block) const {
     l = tile / tiles_per_batch;
     const unsigned r = tile - l * tiles_per_batch;
-    const unsigned band = r / (GROUP_N * num_m_blocks);
+    const unsigned band = r / (GROUP_N * num_m_units);
     const unsigned first_n = band * GROUP_N;
     const unsigned width = min(GROUP_N, num_n_blocks - first_n);
-    const unsigned idx = r - band * GROUP_N * num_m_blocks;
-    m_block = idx / width;
+    const unsigned idx = r - band * GROUP_N * num_m_units;
+    m_block = (idx / width) * CLUSTER_M + rank;
     n_block = first_n + idx % width;
   }
 };
@@ -108,7 +119,7 @@ struct Fp8Gemm1D2DLayout {
 };
 
 template <class Wgmma, unsigned BLOCK_M, unsigned BLOCK_N, unsigned NUM_STAGES, unsigned STORE_N,
-          unsigned GROUP_N>
+          unsigned GROUP_N, unsigned CLUSTER_M>
 __device__ __forceinline__ void fp8_gemm_1d2d(const Fp8Gemm1D2DParams& p) {
   using Layout = Fp8Gemm1D2DLayout<BLOCK_M, BLOCK_N, NUM_STAGES, STORE_N>;
   constexpr unsigned BLOCK_K = Layout::BLOCK_K;
@@ -120,6 +131,9 @@ __device__ __forceinline__ void fp8_gemm_1d2d(const Fp8Gemm1D2DParams& p) {
   static_assert(BLOCK_N % 16 == 0 && BLOCK_N <= 256, "BLOCK_N must be a multiple of 16");
   static_assert(BLOCK_N % STORE_N == 0 && (STORE_N == 64 || STORE_N == 32 || STORE_N == 16),
                 "output chunks are 128, 64 or 32 bytes wide");
+  static_assert(CLUSTER_M == 1 || CLUSTER_M == 2, "B is multicast to at most 2 CTAs");
+  constexpr unsigned B_ROWS_PER_CTA = BLOCK_N / CLUSTER_M;  // rows of B this CTA loads
+  static_assert(B_ROWS_PER_CTA % 8 == 0, "each multicast half of B keeps whole 8-row swizzle atoms");
 
   // Shared memory: [D staging][A x stages][B x stages][SFA x stages][barriers]
   extern __shared__ uint8_t smem_raw[];
@@ -134,7 +148,9 @@ __device__ __forceinline__ void fp8_gemm_1d2d(const Fp8Gemm1D2DParams& p) {
 
   const unsigned warp_group = threadIdx.x / 128;
   const unsigned num_k_blocks = (p.k + BLOCK_K - 1) / BLOCK_K;
-  const TileScheduler<GROUP_N> sched(p.m, p.n, p.num_batches, BLOCK_M, BLOCK_N);
+  const TileScheduler<GROUP_N, CLUSTER_M> sched(p.m, p.n, p.num_batches, BLOCK_M, BLOCK_N);
+  const unsigned rank = CLUSTER_M > 1 ? cute::block_rank_in_cluster() : 0;
+  const unsigned first_tile = blockIdx.x / CLUSTER_M, tile_stride = gridDim.x / CLUSTER_M;
 
   if (threadIdx.x == 0) {
     prefetch_tma(&p.tma_a);
@@ -143,21 +159,23 @@ __device__ __forceinline__ void fp8_gemm_1d2d(const Fp8Gemm1D2DParams& p) {
     prefetch_tma(&p.tma_d);
     for (unsigned s = 0; s < NUM_STAGES; ++s) {
       Barrier::init(&full[s], 1);
-      Barrier::init(&empty[s], NUM_MATH_WG * 4);
+      Barrier::init(&empty[s], CLUSTER_M * NUM_MATH_WG * 4);
     }
     cutlass::arch::fence_barrier_init();
   }
-  __syncthreads();
+  // Both CTAs' barriers must exist before either multicasts or arrives remotely.
+  if constexpr (CLUSTER_M > 1) cute::cluster_sync();
+  else __syncthreads();
 
   if (warp_group == NUM_MATH_WG) {
     // ---------------------------------------------------------------- producer
-    if constexpr (NUM_MATH_WG > 1) cutlass::arch::warpgroup_reg_dealloc<40>();
+    if constexpr (NUM_MATH_WG > 1) cutlass::arch::warpgroup_reg_dealloc<48>();
     if (threadIdx.x == NUM_MATH_THREADS) {
       constexpr unsigned STAGE_BYTES = Layout::SMEM_A + Layout::SMEM_B + Layout::SMEM_SFA;
       unsigned it = 0;
-      for (unsigned tile = blockIdx.x; tile < sched.num_tiles; tile += gridDim.x) {
+      for (unsigned tile = first_tile; tile < sched.num_tiles; tile += tile_stride) {
         unsigned l, m_block, n_block;
-        sched.get(tile, l, m_block, n_block);
+        sched.get(tile, rank, l, m_block, n_block);
         const int m0 = static_cast<int>(m_block * BLOCK_M);
         const int n0 = static_cast<int>(n_block * BLOCK_N);
         const int lb = p.b_batched ? static_cast<int>(l) : 0;
@@ -168,10 +186,24 @@ __device__ __forceinline__ void fp8_gemm_1d2d(const Fp8Gemm1D2DParams& p) {
           const int k0 = static_cast<int>(kb * BLOCK_K);
           cute::SM90_TMA_LOAD_3D::copy(&p.tma_a, &full[s], 0, smem_a + s * Layout::SMEM_A, k0, m0,
                                        static_cast<int>(l));
-          cute::SM90_TMA_LOAD_3D::copy(&p.tma_b, &full[s], 0, smem_b + s * Layout::SMEM_B, k0, n0, lb);
+          if constexpr (CLUSTER_M == 1) {
+            cute::SM90_TMA_LOAD_3D::copy(&p.tma_b, &full[s], 0, smem_b + s * Layout::SMEM_B, k0, n0, lb);
+          } else {
+            // This CTA's half of B lands in both CTAs, at the same offset.
+            cute::SM90_TMA_LOAD_MULTICAST_3D::copy(
+                &p.tma_b, &full[s], static_cast<uint16_t>((1u << CLUSTER_M) - 1), 0,
+                smem_b + s * Layout::SMEM_B + rank * B_ROWS_PER_CTA * BLOCK_K, k0,
+                n0 + static_cast<int>(rank * B_ROWS_PER_CTA), lb);
+          }
           cute::SM90_TMA_LOAD_3D::copy(&p.tma_sfa, &full[s], 0, smem_sfa + s * BLOCK_M, m0,
                                        static_cast<int>(kb), static_cast<int>(l));
         }
+      }
+      // The peer CTA arrives on our "empty" barriers remotely: stay alive until
+      // every stage has been released by both, so no arrival targets an exited CTA.
+      if constexpr (CLUSTER_M > 1) {
+        for (unsigned i = 0; i < NUM_STAGES; ++i, ++it)
+          Barrier::wait(&empty[it % NUM_STAGES], ((it / NUM_STAGES) & 1) ^ 1);
       }
     }
   } else {
@@ -187,9 +219,9 @@ __device__ __forceinline__ void fp8_gemm_1d2d(const Fp8Gemm1D2DParams& p) {
     float acc[NUM_ACC];
     float final_acc[NUM_ACC];
     unsigned it = 0;
-    for (unsigned tile = blockIdx.x; tile < sched.num_tiles; tile += gridDim.x) {
+    for (unsigned tile = first_tile; tile < sched.num_tiles; tile += tile_stride) {
       unsigned l, m_block, n_block;
-      sched.get(tile, l, m_block, n_block);
+      sched.get(tile, rank, l, m_block, n_block);
       const unsigned n0 = n_block * BLOCK_N;
       // B's scale rows covering this tile: a tile may straddle two 128-row blocks
       // when BLOCK_N does not divide 128; columns before `split` use the first.
@@ -226,9 +258,17 @@ __device__ __forceinline__ void fp8_gemm_1d2d(const Fp8Gemm1D2DParams& p) {
         for (unsigned i = 0; i < NUM_ACC; ++i) cute::warpgroup_fence_operand(acc[i]);
         cute::warpgroup_wait<0>();
 
-        // The stage's A, B and scales are consumed: hand it back to the producer.
+        // The stage's A, B and scales are consumed: hand it back to the producer
+        // of this CTA and of its peer (whose multicast also writes this stage).
         __syncwarp();
-        if (lane == 0) Barrier::arrive(&empty[s]);
+        if (lane == 0) {
+          if constexpr (CLUSTER_M == 1) {
+            Barrier::arrive(&empty[s]);
+          } else {
+#pragma unroll
+            for (unsigned r = 0; r < CLUSTER_M; ++r) Barrier::arrive(&empty[s], r, 1);
+          }
+        }
 
         // Promote: accumulator i of m64nN sits at row row0 + 8 * ((i / 2) % 2),
         // column (i / 4) * 8 + (lane % 4) * 2 + i % 2.
