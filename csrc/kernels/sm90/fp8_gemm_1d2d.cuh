@@ -21,7 +21,9 @@
 //   - the last warpgroup (producer): one thread issues the TMA loads of A, B and
 //     the A scales of each stage into a NUM_STAGES-deep ring guarded by "full"
 //     (transaction bytes) and "empty" (one arrival per math warp) mbarriers.
-// Registers are rebalanced with setmaxnreg: producer 48, math 232 (all 64K).
+// Registers are rebalanced with setmaxnreg: producer 56, math 224. The sum must
+// equal what the CTA holds at entry (168 x 384): an increase waits for registers
+// that a decrease has freed, so asking for more than that hangs.
 //
 // With CLUSTER_M = 2, two CTAs of a cluster take adjacent m-blocks of the same
 // n-block: each loads half of the shared B tile and multicasts it to both, which
@@ -42,6 +44,13 @@
 namespace jaxgemm::sm90 {
 
 using Barrier = cutlass::arch::ClusterTransactionBarrier;
+
+// setmaxnreg budget of the 384-thread (two math warpgroups) kernel: ptxas gives
+// each thread 65536 / 384 rounded down to 8 = 168 registers at entry, and the
+// rebalanced counts must add up to exactly that (an increase beyond what the
+// producer freed blocks forever).
+constexpr unsigned kProducerRegs = 56, kMathRegs = 224;
+static_assert(kProducerRegs * 128 + kMathRegs * 256 == 168 * 384, "setmaxnreg budget must balance");
 
 __device__ __forceinline__ void prefetch_tma(const TmaDescriptor* desc) {
   asm volatile("prefetch.tensormap [%0];" ::"l"(reinterpret_cast<unsigned long long>(desc)) : "memory");
@@ -169,7 +178,7 @@ __device__ __forceinline__ void fp8_gemm_1d2d(const Fp8Gemm1D2DParams& p) {
 
   if (warp_group == NUM_MATH_WG) {
     // ---------------------------------------------------------------- producer
-    if constexpr (NUM_MATH_WG > 1) cutlass::arch::warpgroup_reg_dealloc<48>();
+    if constexpr (NUM_MATH_WG > 1) cutlass::arch::warpgroup_reg_dealloc<kProducerRegs>();
     if (threadIdx.x == NUM_MATH_THREADS) {
       constexpr unsigned STAGE_BYTES = Layout::SMEM_A + Layout::SMEM_B + Layout::SMEM_SFA;
       unsigned it = 0;
@@ -208,7 +217,7 @@ __device__ __forceinline__ void fp8_gemm_1d2d(const Fp8Gemm1D2DParams& p) {
     }
   } else {
     // ------------------------------------------------------------------- math
-    if constexpr (NUM_MATH_WG > 1) cutlass::arch::warpgroup_reg_alloc<232>();
+    if constexpr (NUM_MATH_WG > 1) cutlass::arch::warpgroup_reg_alloc<kMathRegs>();
     const unsigned t = threadIdx.x % 128;
     const unsigned warp = t / 32, lane = t % 32;
     const unsigned row0 = warp * 16 + lane / 4;  // this thread's rows: row0, row0 + 8 (of the WG's 64)
