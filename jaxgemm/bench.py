@@ -75,6 +75,33 @@ def _make_inputs(m, n, k, sets, key):
     return xs, ws
 
 
+def time_jaxgemm(m, n, k, key, config=None) -> float:
+    """TFLOPS of fp8_gemm_nt alone (for config sweeps)."""
+    sets = _num_sets(m * k + n * k)
+    xs, ws = _make_inputs(m, n, k, sets, key)
+    a = [jaxgemm.per_token_cast_to_fp8(x) for x in xs]
+    b = [jaxgemm.per_block_cast_to_fp8(w) for w in ws]
+    f = jax.jit(lambda a, b: [jaxgemm.fp8_gemm_nt(ai, bi, config=config) for ai, bi in zip(a, b)])
+    return 2.0 * m * n * k * sets / _time_fn(f, (a, b)) / 1e12
+
+
+SWEEP_CONFIGS = [
+    {"block_m": 128, "block_n": bn, "cluster_m": c} for bn in (128, 144, 160, 176, 192) for c in (1, 2)
+]
+
+
+def sweep(ms, key):
+    """Every SWEEP_CONFIGS entry on every shape: what the heuristic should pick."""
+    for m in ms:
+        for n, k in DEEPSEEK_V3_NK:
+            heur = jaxgemm.fp8_gemm_config(m, n, k)
+            line = [f"M={m} N={n} K={k} heuristic {heur['block_m']}x{heur['block_n']}c{heur['cluster_m']}:"
+                    f" {time_jaxgemm(m, n, k, key):.0f} |"]
+            for cfg in SWEEP_CONFIGS:
+                line.append(f"{cfg['block_n']}c{cfg['cluster_m']} {time_jaxgemm(m, n, k, key, cfg):.0f}")
+            print(" ".join(line), flush=True)
+
+
 def bench_shape(m, n, k, key, config=None):
     flops = 2.0 * m * n * k
     results = {}
@@ -173,8 +200,12 @@ def main(argv=None):
     parser.add_argument("--json", help="write the results to this file")
     parser.add_argument("--no-jit", action="store_true", help="skip the JIT cost probes")
     parser.add_argument("--config", help="JSON dict pinning the kernel config for every shape")
+    parser.add_argument("--sweep", action="store_true", help="time a grid of configs per shape, then stop")
     args = parser.parse_args(argv)
     config = json.loads(args.config) if args.config else None
+    if args.sweep:
+        sweep(args.m, jax.random.PRNGKey(0))
+        return
 
     dev = jax.devices()[0]
     print(f"device: {dev.device_kind}  jax {jax.__version__}  jaxgemm {jaxgemm.__version__}", flush=True)

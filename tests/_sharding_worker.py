@@ -123,18 +123,6 @@ def main():
             return _facts(out, ref2)
         case(f"{axis_type}/N_unaligned", run_unaligned_n)
 
-        # With c: the addend sharded like the output.
-        def run_with_c(mesh=mesh):
-            c = jax.random.normal(jax.random.PRNGKey(5), (M, N), jnp.float32)
-            ref_c = f(a, b, c)
-            aa, bb = _put(a, mesh, P("x", None)), _put(b, mesh, P("y", None))
-            cc = jax.device_put(c, NamedSharding(mesh, P("x", "y")))
-            with jax.set_mesh(mesh):
-                out = f(aa, bb, cc)
-                hlo = f.lower(aa, bb, cc).compile().as_text()
-            return _facts(out, ref_c, hlo)
-        case(f"{axis_type}/MN_with_c", run_with_c)
-
         # vmap over a batch axis sharded on "x", B per batch sharded on N over "y".
         def run_vmap(mesh=mesh):
             pairs = [_operands(32, 512, 256, seed=10 + i) for i in range(4)]

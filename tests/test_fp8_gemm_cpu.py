@@ -276,10 +276,11 @@ class TestValidation:
             _trace(a, b, SDS((64, 256), dtype))
 
     @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
-    def test_c_float_dtypes_accepted(self, ab, dtype):
+    def test_c_not_supported_yet(self, ab, dtype):
+        """A valid c is refused, not added after the kernel with a second rounding."""
         a, b = ab
-        out = _trace(a, b, SDS((64, 256), dtype))
-        assert out.shape == (64, 256) and out.dtype == jnp.bfloat16
+        with pytest.raises(NotImplementedError, match=r"c is not supported yet"):
+            _trace(a, b, SDS((64, 256), dtype))
 
     @pytest.mark.parametrize("out_dtype", [jnp.float32, jnp.float16, jnp.float8_e4m3fn, jnp.int32, "float32"])
     def test_out_dtype_not_implemented(self, ab, out_dtype):
@@ -330,10 +331,6 @@ class TestValidation:
         a, b = ab
         assert _trace(a, b, config=config).shape == (64, 256)
 
-    @pytest.mark.xfail(strict=True, reason=(
-        "library bug: _normalize_config checks only block_m/block_n; num_sms, num_stages, "
-        "group_n and store_n are accepted at trace time whatever their value (the CUDA "
-        "lowering catches some, not all: see TestFp8GemmConfig.test_rejects_bad_values)"))
     @pytest.mark.parametrize("config", [{"num_sms": 0}, {"num_sms": -3}, {"num_stages": 0},
                                         {"num_stages": -1}, {"group_n": 0}, {"store_n": 0},
                                         {"store_n": 48}, {"store_n": 128}])
@@ -343,9 +340,6 @@ class TestValidation:
         with pytest.raises(ValueError, match=rf"config {key}"):
             _trace(a, b, config=config)
 
-    @pytest.mark.xfail(strict=True, reason=(
-        "library bug: _normalize_config calls int(None) for a None value (and int('x') for "
-        "strings), so the TypeError says 'int() argument must be ...' without naming config"))
     def test_config_none_value(self, ab):
         """A None value is a user error: it should be reported as such, naming config."""
         a, b = ab
@@ -393,7 +387,7 @@ class TestFp8GemmConfig:
 
     @pytest.mark.parametrize("config, match", [
         ({"block_m": 128, "block_n": 256, "num_stages": 8}, r"shared memory"),
-        ({"num_stages": 100}, r"shared memory"),
+        ({"num_stages": 100}, r"num_stages"),
         ({"block_n": 96, "store_n": 64}, r"store_n=64 must divide block_n"),
         ({"block_n": 112, "store_n": 32}, r"store_n=32 must divide block_n"),
         ({"cluster_m": 2, "num_sms": 7}, r"cluster_m=2"),
@@ -406,11 +400,6 @@ class TestFp8GemmConfig:
         with pytest.raises(ValueError, match=r"num_stages"):
             jaxgemm.fp8_gemm_config(256, 256, 256, num_sms=132, config={"num_stages": 0})
 
-    @pytest.mark.xfail(strict=True, reason=(
-        "library bug: fp8_gemm_config (public) accepts num_sms <= 0 and group_n <= 0 (handed "
-        "to the kernel launch as a grid of 0 / 2^32-3 CTAs, or a zero rasterization band); "
-        "store_n=0 raises ZeroDivisionError and block_n=24 StopIteration instead of a "
-        "ValueError naming the key"))
     @pytest.mark.parametrize("config, match", [
         ({"num_sms": 0}, "num_sms"), ({"num_sms": -3}, "num_sms"), ({"group_n": 0}, "group_n"),
         ({"store_n": 0}, "store_n"), ({"block_n": 96, "store_n": 48}, "store_n"),
@@ -440,8 +429,6 @@ class TestAbstractEval:
         out = jax.eval_shape(jaxgemm.fp8_gemm_nt, a, b)
         assert out.shape == (m, n)
         assert out.dtype == jnp.bfloat16
-        out_c = jax.eval_shape(jaxgemm.fp8_gemm_nt, a, b, SDS((m, n), jnp.float32))
-        assert out_c.shape == (m, n) and out_c.dtype == jnp.bfloat16
 
     def test_jaxpr_binds_the_primitive_once(self):
         a, b = _abstract(100, 256, 384)
@@ -455,8 +442,6 @@ class TestAbstractEval:
         a = (a0[:0], a1[:0])
         out = jax.jit(jaxgemm.fp8_gemm_nt)(a, b)
         assert out.shape == (0, 256) and out.dtype == jnp.bfloat16
-        c = jnp.zeros((0, 256), jnp.float32)
-        assert jaxgemm.fp8_gemm_nt(a, b, c).shape == (0, 256)
 
     def test_zero_size_n_runs(self):
         a, (b0, b1) = _operands(8, 128, 256)
@@ -666,41 +651,6 @@ class TestReferenceNumerics:
         assert out.shape == (m, n) and out.dtype == jnp.bfloat16
         _check_numerics(out, _np_gemm(a, b))
 
-    @pytest.mark.parametrize("c_dtype", [jnp.float32, jnp.bfloat16])
-    @pytest.mark.parametrize("m, n, k", [(65, 136, 208), (128, 256, 384)])
-    def test_with_c(self, m, n, k, c_dtype):
-        a, b = _operands(m, n, k, seed=7)
-        c = jnp.asarray(_rng(8).standard_normal((m, n)) * 30, c_dtype)
-        out = jax.jit(jaxgemm.fp8_gemm_nt)(a, b, c)
-        want = _np_gemm(a, b, np.asarray(c.astype(jnp.float32)))
-        got = np.asarray(out).astype(np.float64)
-        assert np.all(np.isfinite(got))
-        diff = jaxgemm.calc_diff(got, want)
-        assert diff < 1e-5, f"calc_diff {diff}"
-
-    @pytest.mark.xfail(strict=True, reason=(
-        "library bug: fp8_gemm_nt rounds A@B to bfloat16 (the primitive's output) before "
-        "adding c in float32 and rounding again, whereas the spec (reference.fp8_gemm_nt) adds "
-        "c to the float32 accumulator and rounds once; where c cancels A@B the result is off "
-        "by up to ~2^-9 |A@B|, many times |D| (seen: 14x relative error)"))
-    @pytest.mark.parametrize("m, n, k", [(65, 136, 208)])
-    def test_with_c_rounds_once(self, m, n, k):
-        """D = C + A@B with one BF16 rounding at the end, as the spec computes it: every
-        element within BF16 rounding of the float64 answer, and equal to the reference."""
-        a, b = _operands(m, n, k, seed=7)
-        c = jnp.asarray(_rng(8).standard_normal((m, n)) * 30, jnp.float32)
-        # Make C cancel A@B on some elements: the double rounding shows there.
-        d = _np_gemm(a, b)
-        c = c.at[::7, ::5].set(jnp.asarray(-d[::7, ::5] * (1 + 1e-3), jnp.float32))
-        out = jax.jit(jaxgemm.fp8_gemm_nt)(a, b, c)
-        spec = jax.jit(reference.fp8_gemm_nt)(a[0], a[1], b[0], b[1], c)
-        want = _np_gemm(a, b, np.asarray(c))
-        got = np.asarray(out).astype(np.float64)
-        rms = np.sqrt(np.mean(want * want))
-        bad = np.abs(got - want) > 2.0**-8 * np.abs(want) + 1e-6 * rms
-        assert not bad.any(), f"{bad.sum()} elements off, first at {np.argwhere(bad)[:3].tolist()}"
-        assert np.array_equal(_bits(out), _bits(spec))
-
     def test_eager_equals_jit(self):
         a, b = _operands(65, 136, 208, seed=1)
         assert np.array_equal(_bits(jaxgemm.fp8_gemm_nt(a, b)), _bits(jax.jit(jaxgemm.fp8_gemm_nt)(a, b)))
@@ -814,14 +764,6 @@ class TestVmap:
         for i in range(self.B):
             assert np.array_equal(_bits(out[i]), ref)
         self._check_one_launch(fn, a, Bs[0])
-
-    def test_with_c(self, data):
-        As, Bs = data
-        c = jnp.asarray(_rng(0).standard_normal((self.B, self.M, self.N)), jnp.float32)
-        fn = jax.vmap(jaxgemm.fp8_gemm_nt, in_axes=((0, 0), None, 0))
-        out = jax.jit(fn)(_stack_pairs(As), Bs[0], c)
-        for i in range(self.B):
-            assert np.array_equal(_bits(out[i]), self._single(As[i], Bs[0], c[i])), i
 
     def test_nested(self, data):
         As, Bs = data

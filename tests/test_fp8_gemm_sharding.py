@@ -60,7 +60,6 @@ LOCAL_CASES = {
     "N": [None, "y"],
     "MN": ["x", "y"],
     "M_xy": [["x", "y"], None],   # M over both mesh axes (8 shards)
-    "MN_with_c": ["x", "y"],
 }
 
 REDUCE_CASES = {

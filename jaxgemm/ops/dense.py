@@ -78,11 +78,27 @@ def _check_fp8_gemm_nt(a, b, c, out_dtype):
             raise ValueError(f"fp8_gemm_nt: c must have shape [M, N] = {(m, n)}, got {c.shape}")
         if not jnp.issubdtype(c.dtype, jnp.floating):
             raise TypeError(f"fp8_gemm_nt: c must be floating point, got {c.dtype}")
+        # D = C + A@B must be rounded once, from the FP32 accumulator; the kernel's
+        # epilogue does not take C yet, and adding it afterwards would round twice.
+        raise NotImplementedError("fp8_gemm_nt: c is not supported yet; fp8_gemm_nt(a, b) + c "
+                                  "computes the sum with two BF16 roundings")
     return a, sfa, b, sfb, c, out_dtype
 
 
+# What each config key may be: (test, description for the error).
+_CONFIG_RULES = {
+    "block_m": (lambda v: v in (64, 128), "64 or 128"),
+    "block_n": (lambda v: v % 16 == 0 and 16 <= v <= 256, "a multiple of 16 in [16, 256]"),
+    "num_stages": (lambda v: 1 <= v <= 32, "in [1, 32]"),
+    "store_n": (lambda v: v in (16, 32, 64), "16, 32 or 64"),
+    "group_n": (lambda v: v >= 1, "positive"),
+    "num_sms": (lambda v: v >= 1, "positive"),
+    "cluster_m": (lambda v: v in (1, 2), "1 or 2"),
+}
+
+
 def _normalize_config(config):
-    """A user's `config=` override as a hashable tuple of (key, value)."""
+    """A user's `config=` override, checked, as a hashable tuple of (key, value)."""
     if config is None:
         return None
     if not isinstance(config, dict):
@@ -90,13 +106,14 @@ def _normalize_config(config):
     unknown = set(config) - set(_CONFIG_KEYS)
     if unknown:
         raise ValueError(f"fp8_gemm_nt: unknown config keys {sorted(unknown)}; known: {_CONFIG_KEYS}")
-    bm, bn = config.get("block_m"), config.get("block_n")
-    if bm is not None and bm not in (64, 128):
-        raise ValueError(f"fp8_gemm_nt: config block_m must be 64 or 128, got {bm}")
-    if bn is not None and (bn % 16 != 0 or not 16 <= bn <= 256):
-        raise ValueError(f"fp8_gemm_nt: config block_n must be a multiple of 16 in [16, 256], got {bn}")
-    if config.get("cluster_m", 1) not in (1, 2):
-        raise ValueError(f"fp8_gemm_nt: config cluster_m must be 1 or 2, got {config['cluster_m']}")
+    for key, value in config.items():
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+            raise TypeError(f"fp8_gemm_nt: config {key} must be an int, got {value!r}")
+        ok, want = _CONFIG_RULES[key]
+        if not ok(int(value)):
+            raise ValueError(f"fp8_gemm_nt: config {key} must be {want}, got {value}")
+    if "store_n" in config and "block_n" in config and config["block_n"] % config["store_n"]:
+        raise ValueError(f"fp8_gemm_nt: config store_n={config['store_n']} must divide block_n")
     return tuple(sorted((k, int(v)) for k, v in config.items()))
 
 
@@ -110,7 +127,8 @@ def fp8_gemm_nt(a, b, c=None, out_dtype=jnp.bfloat16, *, config=None):
         (one per row per 128 of K), as returned by `per_token_cast_to_fp8`.
       b: `(data, scales)`: data `[N, K]` float8_e4m3fn, scales `[ceil(N/128), ceil(K/128)]`
         float32 (one per 128x128 block), as returned by `per_block_cast_to_fp8`.
-      c: optional `[M, N]` addend (added in float32 after the kernel, for now).
+      c: an `[M, N]` addend: not supported yet (the kernel's epilogue cannot add it, and
+        adding it afterwards would round twice); passing one raises NotImplementedError.
       out_dtype: bfloat16 (the only output the kernel writes so far).
       config: optional dict pinning the kernel config (`block_m`, `block_n`, `num_stages`,
         `store_n`, `group_n`, `num_sms`); missing keys are chosen by the heuristic.
@@ -125,13 +143,10 @@ def fp8_gemm_nt(a, b, c=None, out_dtype=jnp.bfloat16, *, config=None):
     a, sfa, b, sfb, c, out_dtype = _check_fp8_gemm_nt(a, b, c, out_dtype)
     cfg = _normalize_config(config)
     m, n, k = a.shape[0], b.shape[0], a.shape[1]
+    del c  # validated above: not supported yet
     if m == 0 or n == 0 or k == 0:
-        d = jnp.zeros((m, n), jnp.float32)
-    else:
-        d = fp8_gemm_p.bind(a[None], sfa[None], b[None], sfb[None], config=cfg)[0]
-    if c is not None:
-        d = c.astype(jnp.float32) + d.astype(jnp.float32)
-    return d.astype(out_dtype)
+        return jnp.zeros((m, n), out_dtype)
+    return fp8_gemm_p.bind(a[None], sfa[None], b[None], sfb[None], config=cfg)[0].astype(out_dtype)
 
 
 # ----------------------------------------------------------------------------- primitives
@@ -187,13 +202,16 @@ def fp8_gemm_config(m: int, n: int, k: int, batches: int = 1, *, num_sms: int | 
     if num_sms is None:
         num_sms = _runtime.get_num_sms()
     cfg = dict(ext.fp8_gemm_config(m, n, k, batches, num_sms))
-    overrides = dict(config or ())
+    # `config` is a user's dict, or the tuple of pairs the primitive carries.
+    overrides = dict(_normalize_config(dict(config) if isinstance(config, tuple) else config) or ())
     if overrides:
         cfg.update(overrides)
         if "cluster_m" not in overrides:
             cfg["cluster_m"] = 1  # multicast only where asked for or chosen whole by the heuristic
         if "store_n" not in overrides:
             cfg["store_n"] = next(w for w in (64, 32, 16) if cfg["block_n"] % w == 0)
+        if cfg["num_sms"] > num_sms and "num_sms" in overrides:
+            raise ValueError(f"fp8_gemm_nt: config num_sms={cfg['num_sms']} exceeds the {num_sms} SMs")
         if "num_stages" not in overrides:
             stages = 0
             while stages < 8 and ext.fp8_gemm_smem_bytes(cfg["block_m"], cfg["block_n"], stages + 1) <= 232448:
@@ -207,7 +225,7 @@ def fp8_gemm_config(m: int, n: int, k: int, batches: int = 1, *, num_sms: int | 
             raise ValueError(f"fp8_gemm_nt: config {overrides}: with cluster_m={cluster}, num_sms and "
                              f"block_n / 8 must be multiples of {cluster}")
         cfg["smem_bytes"] = ext.fp8_gemm_smem_bytes(cfg["block_m"], cfg["block_n"], cfg["num_stages"])
-        if cfg["smem_bytes"] > 232448 or cfg["num_stages"] < 1:
+        if cfg["smem_bytes"] > 232448:
             raise ValueError(f"fp8_gemm_nt: config {overrides} needs {cfg['smem_bytes']} bytes of "
                              "shared memory, more than the 232448 an SM90 block can have")
         if cfg["block_n"] % cfg["store_n"] != 0:
