@@ -97,9 +97,9 @@ inline Fp8GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int
         best.store_n = store_width(bn);
         best.smem_bytes = fp8_gemm_smem_bytes(bm, bn, stages);
         best.cluster_m = cluster;
-        // Fewest SMs that keep the same number of waves, in whole clusters.
-        const int64_t sms = std::min<int64_t>(usable_sms, ceil_div(tiles, waves));
-        best.num_sms = static_cast<int>(ceil_div(sms, cluster) * cluster);
+        // Every SM, in whole clusters (shrinking the grid to the fewest SMs with the
+        // same number of waves measured 2-5% slower on an H200).
+        best.num_sms = static_cast<int>(std::min<int64_t>(usable_sms, ceil_div(tiles, cluster) * cluster));
       }
     }
   }

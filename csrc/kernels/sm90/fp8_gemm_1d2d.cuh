@@ -50,6 +50,8 @@ using Barrier = cutlass::arch::ClusterTransactionBarrier;
 // rebalanced counts must add up to exactly that (an increase beyond what the
 // producer freed blocks forever).
 constexpr unsigned kProducerRegs = 56, kMathRegs = 224;
+// Named barriers: 0 is __syncthreads, 1 and 2 the math warpgroups' epilogues.
+constexpr unsigned kStaggerBarrier = 3;
 static_assert(kProducerRegs * 128 + kMathRegs * 256 == 168 * 384, "setmaxnreg budget must balance");
 
 __device__ __forceinline__ void prefetch_tma(const TmaDescriptor* desc) {
@@ -228,6 +230,12 @@ __device__ __forceinline__ void fp8_gemm_1d2d(const Fp8Gemm1D2DParams& p) {
     float acc[NUM_ACC];
     float final_acc[NUM_ACC];
     unsigned it = 0;
+    // Stagger the two math warpgroups by one WGMMA batch: warpgroup 1 starts when
+    // warpgroup 0's first batch is done. Each then promotes while the other's
+    // WGMMAs run, instead of both promoting at once with the tensor cores idle.
+    bool stagger_pending = NUM_MATH_WG > 1 && first_tile < sched.num_tiles;
+    if (NUM_MATH_WG > 1 && warp_group == 1 && stagger_pending)
+      cutlass::arch::NamedBarrier::sync(NUM_MATH_THREADS, kStaggerBarrier);
     for (unsigned tile = first_tile; tile < sched.num_tiles; tile += tile_stride) {
       unsigned l, m_block, n_block;
       sched.get(tile, rank, l, m_block, n_block);
@@ -266,6 +274,10 @@ __device__ __forceinline__ void fp8_gemm_1d2d(const Fp8Gemm1D2DParams& p) {
 #pragma unroll
         for (unsigned i = 0; i < NUM_ACC; ++i) cute::warpgroup_fence_operand(acc[i]);
         cute::warpgroup_wait<0>();
+        if (NUM_MATH_WG > 1 && stagger_pending) {
+          if (warp_group == 0) cutlass::arch::NamedBarrier::arrive(NUM_MATH_THREADS, kStaggerBarrier);
+          stagger_pending = false;
+        }
 
         // The stage's A, B and scales are consumed: hand it back to the producer
         // of this CTA and of its peer (whose multicast also writes this stage).
