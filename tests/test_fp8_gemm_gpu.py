@@ -16,9 +16,16 @@ MS = [1, 64, 128, 4096, 4097]
 
 
 def _operands(m, n, k, seed):
-    kx, kw = jax.random.split(jax.random.PRNGKey(seed))
-    x = jax.random.normal(kx, (m, k), jnp.bfloat16)
-    w = jax.random.normal(kw, (n, k), jnp.bfloat16)
+    """Random operands whose magnitudes differ per row, per 128-block of K and per
+    128x128 block of B, so that every scale differs: a kernel applying a wrong
+    scale anywhere fails. (bf16 normals alone give every block the same amax.)"""
+    kx, kw, kr, kc, kb = jax.random.split(jax.random.PRNGKey(seed), 5)
+    nb, kbs = -(-n // 128), -(-k // 128)
+    row = jnp.exp(jax.random.normal(kr, (m, 1)))
+    col = jnp.repeat(jnp.exp(0.5 * jax.random.normal(kc, (1, kbs))), 128, axis=1)[:, :k]
+    blk = jnp.repeat(jnp.repeat(jnp.exp(jax.random.normal(kb, (nb, kbs))), 128, 0), 128, 1)[:n, :k]
+    x = (jax.random.normal(kx, (m, k)) * row * col).astype(jnp.bfloat16)
+    w = (jax.random.normal(kw, (n, k)) * blk).astype(jnp.bfloat16)
     return jaxgemm.per_token_cast_to_fp8(x), jaxgemm.per_block_cast_to_fp8(w)
 
 
@@ -65,7 +72,8 @@ def test_fp8_gemm_nt_matches_float64(m, n, k):
     {"block_m": 128, "block_n": 144},    # _ext WGMMA, 16-column TMA stores
     {"block_m": 128, "block_n": 192, "num_stages": 3},
     {"block_m": 128, "block_n": 128, "num_sms": 7},  # many tiles per CTA
-    {"block_m": 128, "block_n": 176, "cluster_m": 2},  # B multicast; 3 m-blocks: one dummy
+    {"block_m": 128, "block_n": 176, "cluster_m": 2},  # B multicast; 3 m-blocks: one dummy;
+                                                       # tiles crossing three 128-blocks of B
     {"block_m": 64, "block_n": 96, "cluster_m": 2, "num_sms": 6},
 ])
 def test_fp8_gemm_nt_pinned_configs(config):

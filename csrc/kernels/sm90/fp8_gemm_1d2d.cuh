@@ -50,8 +50,7 @@ using Barrier = cutlass::arch::ClusterTransactionBarrier;
 // rebalanced counts must add up to exactly that (an increase beyond what the
 // producer freed blocks forever).
 constexpr unsigned kProducerRegs = 56, kMathRegs = 224;
-// Named barriers: 0 is __syncthreads, 1 and 2 the math warpgroups' epilogues.
-constexpr unsigned kStaggerBarrier = 3;
+
 static_assert(kProducerRegs * 128 + kMathRegs * 256 == 168 * 384, "setmaxnreg budget must balance");
 
 __device__ __forceinline__ void prefetch_tma(const TmaDescriptor* desc) {
@@ -75,6 +74,48 @@ __device__ __forceinline__ void wgmma_fma(uint64_t desc_a, uint64_t desc_b, floa
                                           cute::integer_sequence<int, I...>) {
   Wgmma::fma(desc_a, desc_b, acc[I]...,
              accumulate ? cute::SM90::GMMA::ScaleOut::One : cute::SM90::GMMA::ScaleOut::Zero);
+}
+
+// One 128-deep K block in flight: its pipeline stage and its scales.
+struct KBlock {
+  unsigned stage;
+  float sa0, sa1;       // A scales of this thread's two rows
+  float sb0, sb1, sb2;  // B scales of the (up to three) 128-row blocks the tile's columns cross
+};
+
+// The 4 WGMMAs (K = 4 x 32) of one K block into a fresh accumulator.
+template <class Wgmma, unsigned NUM_ACC>
+__device__ __forceinline__ void issue_wgmma_batch(uint64_t desc_a, uint64_t desc_b, float (&acc)[NUM_ACC]) {
+#pragma unroll
+  for (unsigned i = 0; i < NUM_ACC; ++i) cute::warpgroup_fence_operand(acc[i]);
+  cute::warpgroup_arrive();
+#pragma unroll
+  for (unsigned k = 0; k < 4; ++k) {
+    // Advancing K by 32 bytes inside the 128B swizzle atom moves the start address.
+    wgmma_fma<Wgmma>(desc_a + k * 2, desc_b + k * 2, acc, k > 0, cute::make_integer_sequence<int, NUM_ACC>{});
+  }
+  cute::warpgroup_commit_batch();
+}
+
+// final += acc * scale_a[row] * scale_b[col]. Accumulator i of m64nN sits at row
+// row0 + 8 * ((i / 2) % 2), column (i / 4) * 8 + (lane % 4) * 2 + i % 2. Columns
+// before `split` use sb0, the next 128 sb1, the rest sb2 (BLOCK_N > 128 only).
+template <unsigned BLOCK_N, unsigned NUM_ACC>
+__device__ __forceinline__ void promote(float (&final_acc)[NUM_ACC], const float (&acc)[NUM_ACC],
+                                        const KBlock& blk, unsigned split) {
+#pragma unroll
+  for (unsigned j = 0; j < BLOCK_N / 8; ++j) {
+    float sb = blk.sb0;
+    if constexpr (128 % BLOCK_N != 0) {
+      if (j * 8 >= split) sb = blk.sb1;
+      if (BLOCK_N > 128 && j * 8 >= split + 128) sb = blk.sb2;
+    }
+    const float s0 = blk.sa0 * sb, s1 = blk.sa1 * sb;
+    final_acc[j * 4 + 0] += acc[j * 4 + 0] * s0;
+    final_acc[j * 4 + 1] += acc[j * 4 + 1] * s0;
+    final_acc[j * 4 + 2] += acc[j * 4 + 2] * s1;
+    final_acc[j * 4 + 3] += acc[j * 4 + 3] * s1;
+  }
 }
 
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
@@ -134,7 +175,6 @@ template <class Wgmma, unsigned BLOCK_M, unsigned BLOCK_N, unsigned NUM_STAGES, 
 __device__ __forceinline__ void fp8_gemm_1d2d(const Fp8Gemm1D2DParams& p) {
   using Layout = Fp8Gemm1D2DLayout<BLOCK_M, BLOCK_N, NUM_STAGES, STORE_N>;
   constexpr unsigned BLOCK_K = Layout::BLOCK_K;
-  constexpr unsigned WGMMA_K = 32;
   constexpr unsigned NUM_MATH_WG = BLOCK_M / 64;
   constexpr unsigned NUM_MATH_THREADS = NUM_MATH_WG * 128;
   constexpr unsigned NUM_ACC = BLOCK_N / 2;  // f32 accumulators per thread for m64nN
@@ -227,82 +267,67 @@ __device__ __forceinline__ void fp8_gemm_1d2d(const Fp8Gemm1D2DParams& p) {
     const float* sfb_base = p.sfb;
     uint8_t* smem_d_wg = smem_d + warp_group * 64 * BLOCK_N * 2;
 
-    float acc[NUM_ACC];
     float final_acc[NUM_ACC];
     unsigned it = 0;
-    // Stagger the two math warpgroups by one WGMMA batch: warpgroup 1 starts when
-    // warpgroup 0's first batch is done. Each then promotes while the other's
-    // WGMMAs run, instead of both promoting at once with the tensor cores idle.
-    bool stagger_pending = NUM_MATH_WG > 1 && first_tile < sched.num_tiles;
-    if (NUM_MATH_WG > 1 && warp_group == 1 && stagger_pending)
-      cutlass::arch::NamedBarrier::sync(NUM_MATH_THREADS, kStaggerBarrier);
     for (unsigned tile = first_tile; tile < sched.num_tiles; tile += tile_stride) {
       unsigned l, m_block, n_block;
       sched.get(tile, rank, l, m_block, n_block);
       const unsigned n0 = n_block * BLOCK_N;
-      // B's scale rows covering this tile: a tile may straddle two 128-row blocks
-      // when BLOCK_N does not divide 128; columns before `split` use the first.
+      // B's scale rows covering this tile: when BLOCK_N does not divide 128 a tile
+      // crosses two 128-row blocks, or three when BLOCK_N > 128 (e.g. 176 columns
+      // from 112 past a boundary); columns before `split` use the first.
       const unsigned nb0 = n0 / 128;
       const unsigned nb1 = min(nb0 + 1, num_nb - 1);
+      const unsigned nb2 = min(nb0 + 2, num_nb - 1);
       const unsigned split = (nb0 + 1) * 128 - n0;
       const float* sfb = sfb_base + (p.b_batched ? l : 0) * num_nb * num_k_blocks;
 
 #pragma unroll
       for (unsigned i = 0; i < NUM_ACC; ++i) final_acc[i] = 0.0f;
 
-      for (unsigned kb = 0; kb < num_k_blocks; ++kb, ++it) {
-        const unsigned s = it % NUM_STAGES;
-        const float sb0 = __ldg(sfb + nb0 * num_k_blocks + kb);
-        const float sb1 = __ldg(sfb + nb1 * num_k_blocks + kb);
-        Barrier::wait(&full[s], (it / NUM_STAGES) & 1);
-
-        const float sa0 = smem_sfa[s * BLOCK_M + warp_group * 64 + row0];
-        const float sa1 = smem_sfa[s * BLOCK_M + warp_group * 64 + row0 + 8];
-        const uint64_t desc_a = smem_desc_k_major_sw128(smem_a + s * Layout::SMEM_A + warp_group * 64 * BLOCK_K);
-        const uint64_t desc_b = smem_desc_k_major_sw128(smem_b + s * Layout::SMEM_B);
-
+      // Waits for K block kb's stage and issues its 4 WGMMAs into `acc`; returns
+      // the block's scales (read now: the stage is released before promotion).
+      auto issue = [&](unsigned kb, float(&acc)[NUM_ACC]) {
+        KBlock blk;
+        blk.stage = (it + kb) % NUM_STAGES;
+        blk.sb0 = __ldg(sfb + nb0 * num_k_blocks + kb);
+        blk.sb1 = __ldg(sfb + nb1 * num_k_blocks + kb);
+        blk.sb2 = BLOCK_N > 128 ? __ldg(sfb + nb2 * num_k_blocks + kb) : blk.sb1;
+        Barrier::wait(&full[blk.stage], ((it + kb) / NUM_STAGES) & 1);
+        blk.sa0 = smem_sfa[blk.stage * BLOCK_M + warp_group * 64 + row0];
+        blk.sa1 = smem_sfa[blk.stage * BLOCK_M + warp_group * 64 + row0 + 8];
+        issue_wgmma_batch<Wgmma>(
+            smem_desc_k_major_sw128(smem_a + blk.stage * Layout::SMEM_A + warp_group * 64 * BLOCK_K),
+            smem_desc_k_major_sw128(smem_b + blk.stage * Layout::SMEM_B), acc);
+        return blk;
+      };
+      // After K block `blk`'s WGMMAs completed: release its stage (to this CTA's
+      // producer and its peer's, whose multicast also writes it), then promote.
+      auto finish = [&](const KBlock& blk, float(&acc)[NUM_ACC]) {
 #pragma unroll
         for (unsigned i = 0; i < NUM_ACC; ++i) cute::warpgroup_fence_operand(acc[i]);
-        cute::warpgroup_arrive();
-#pragma unroll
-        for (unsigned k = 0; k < BLOCK_K / WGMMA_K; ++k) {
-          // Advancing K by 32 bytes inside the 128B swizzle atom moves the start address.
-          wgmma_fma<Wgmma>(desc_a + k * (WGMMA_K >> 4), desc_b + k * (WGMMA_K >> 4), acc, k > 0,
-                           cute::make_integer_sequence<int, NUM_ACC>{});
-        }
-        cute::warpgroup_commit_batch();
-#pragma unroll
-        for (unsigned i = 0; i < NUM_ACC; ++i) cute::warpgroup_fence_operand(acc[i]);
-        cute::warpgroup_wait<0>();
-        if (NUM_MATH_WG > 1 && stagger_pending) {
-          if (warp_group == 0) cutlass::arch::NamedBarrier::arrive(NUM_MATH_THREADS, kStaggerBarrier);
-          stagger_pending = false;
-        }
-
-        // The stage's A, B and scales are consumed: hand it back to the producer
-        // of this CTA and of its peer (whose multicast also writes this stage).
         __syncwarp();
         if (lane == 0) {
           if constexpr (CLUSTER_M == 1) {
-            Barrier::arrive(&empty[s]);
+            Barrier::arrive(&empty[blk.stage]);
           } else {
 #pragma unroll
-            for (unsigned r = 0; r < CLUSTER_M; ++r) Barrier::arrive(&empty[s], r, 1);
+            for (unsigned r = 0; r < CLUSTER_M; ++r) Barrier::arrive(&empty[blk.stage], r, 1);
           }
         }
+        promote<BLOCK_N>(final_acc, acc, blk, split);
+      };
 
-        // Promote: accumulator i of m64nN sits at row row0 + 8 * ((i / 2) % 2),
-        // column (i / 4) * 8 + (lane % 4) * 2 + i % 2.
-#pragma unroll
-        for (unsigned j = 0; j < BLOCK_N / 8; ++j) {
-          const float sb = (128 % BLOCK_N == 0 || j * 8 < split) ? sb0 : sb1;
-          const float s0 = sa0 * sb, s1 = sa1 * sb;
-          final_acc[j * 4 + 0] += acc[j * 4 + 0] * s0;
-          final_acc[j * 4 + 1] += acc[j * 4 + 1] * s0;
-          final_acc[j * 4 + 2] += acc[j * 4 + 2] * s1;
-          final_acc[j * 4 + 3] += acc[j * 4 + 3] * s1;
-        }
+      // One accumulator set: a second one, to run K block kb+1's WGMMAs while kb is
+      // promoted, makes ptxas serialize every WGMMA (C7514: the promotion reads
+      // accumulators while another batch is in flight), which costs far more.
+      float acc[NUM_ACC];
+      for (unsigned kb = 0; kb < num_k_blocks; ++kb) {
+        const KBlock blk = issue(kb, acc);
+        cute::warpgroup_wait<0>();
+        finish(blk, acc);
       }
+      it += num_k_blocks;
 
       // ---------------------------------------------------------------- epilogue
       // The previous tile's TMA stores must have read the staging buffer.
