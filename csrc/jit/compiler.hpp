@@ -143,7 +143,9 @@ class Compiler {
  private:
   static std::vector<std::string> common_flags(const Settings& s, const std::string& arch) {
     return {"-std=c++20", "-I" + s.kernel_include, "-I" + s.cutlass_include,
-            "-I" + s.cuda_home + "/include", "-DNDEBUG", "-arch=sm_" + arch};
+            "-I" + s.cuda_home + "/include",
+            // CUDA 13 keeps libcu++ (cuda/std/...) here; NVRTC has no default path to it.
+            "-I" + s.cuda_home + "/include/cccl", "-DNDEBUG", "-arch=sm_" + arch};
   }
 
   static std::string headers_hash(const Settings& s) {

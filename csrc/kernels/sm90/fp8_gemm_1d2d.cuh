@@ -99,18 +99,30 @@ __device__ __forceinline__ void issue_wgmma_batch(uint64_t desc_a, uint64_t desc
 
 // final += acc * scale_a[row] * scale_b[col]. Accumulator i of m64nN sits at row
 // row0 + 8 * ((i / 2) % 2), column (i / 4) * 8 + (lane % 4) * 2 + i % 2. Columns
-// before `split` use sb0, the next 128 sb1, the rest sb2 (BLOCK_N > 128 only).
+// before `split` use sb0, the next 128 sb1, the rest sb2.
+template <unsigned BLOCK_N>
+constexpr bool tile_may_cross_three_scale_blocks() {
+  // A tile starts at most 128 - gcd(BLOCK_N, 128) columns past a 128-boundary.
+  unsigned g = 128, b = BLOCK_N;
+  while (b) { const unsigned t = g % b; g = b; b = t; }
+  return BLOCK_N - g > 128;  // e.g. 176; never 144, 160 or 192
+}
+
 template <unsigned BLOCK_N, unsigned NUM_ACC>
 __device__ __forceinline__ void promote(float (&final_acc)[NUM_ACC], const float (&acc)[NUM_ACC],
                                         const KBlock& blk, unsigned split) {
+  // The row x block scale products, once per K block; each column group then
+  // selects its pair instead of multiplying again.
+  const float s00 = blk.sa0 * blk.sb0, s10 = blk.sa1 * blk.sb0;
+  const float s01 = blk.sa0 * blk.sb1, s11 = blk.sa1 * blk.sb1;
+  const float s02 = blk.sa0 * blk.sb2, s12 = blk.sa1 * blk.sb2;
 #pragma unroll
   for (unsigned j = 0; j < BLOCK_N / 8; ++j) {
-    float sb = blk.sb0;
+    float s0 = s00, s1 = s10;
     if constexpr (128 % BLOCK_N != 0) {
-      if (j * 8 >= split) sb = blk.sb1;
-      if (BLOCK_N > 128 && j * 8 >= split + 128) sb = blk.sb2;
+      if (j * 8 >= split) s0 = s01, s1 = s11;
+      if (tile_may_cross_three_scale_blocks<BLOCK_N>() && j * 8 >= split + 128) s0 = s02, s1 = s12;
     }
-    const float s0 = blk.sa0 * sb, s1 = blk.sa1 * sb;
     final_acc[j * 4 + 0] += acc[j * 4 + 0] * s0;
     final_acc[j * 4 + 1] += acc[j * 4 + 1] * s0;
     final_acc[j * 4 + 2] += acc[j * 4 + 2] * s1;
@@ -292,7 +304,7 @@ __device__ __forceinline__ void fp8_gemm_1d2d(const Fp8Gemm1D2DParams& p) {
         blk.stage = (it + kb) % NUM_STAGES;
         blk.sb0 = __ldg(sfb + nb0 * num_k_blocks + kb);
         blk.sb1 = __ldg(sfb + nb1 * num_k_blocks + kb);
-        blk.sb2 = BLOCK_N > 128 ? __ldg(sfb + nb2 * num_k_blocks + kb) : blk.sb1;
+        blk.sb2 = tile_may_cross_three_scale_blocks<BLOCK_N>() ? __ldg(sfb + nb2 * num_k_blocks + kb) : blk.sb1;
         Barrier::wait(&full[blk.stage], ((it + kb) / NUM_STAGES) & 1);
         blk.sa0 = smem_sfa[blk.stage * BLOCK_M + warp_group * 64 + row0];
         blk.sa1 = smem_sfa[blk.stage * BLOCK_M + warp_group * 64 + row0 + 8];
