@@ -199,8 +199,8 @@ def fp8_gemm_config(m: int, n: int, k: int, batches: int = 1, *, num_sms: int | 
     Called at lowering time; `num_sms` defaults to `get_num_sms()` (needs a GPU).
     """
     ext = _runtime.extension()
-    if num_sms is None:
-        num_sms = _runtime.get_num_sms()
+    if num_sms is None:  # set_num_sms's cap, never more than the GPU has
+        num_sms = min(_runtime.get_num_sms(), _runtime.device_info(0)["num_sms"])
     cfg = dict(ext.fp8_gemm_config(m, n, k, batches, num_sms))
     # `config` is a user's dict, or the tuple of pairs the primitive carries.
     overrides = dict(_normalize_config(dict(config) if isinstance(config, tuple) else config) or ())
