@@ -28,7 +28,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import jaxgemm
 from jaxgemm import reference
@@ -237,9 +236,10 @@ def main(argv=None):
               f"{r['calc_diff']:>9.2e} | {c['block_m']}x{c['block_n']}x{c['num_stages']} sms={c['num_sms']}")
     for m in args.m:
         sel = [r for r in rows if r["m"] == m]
-        gm = lambda key: math.exp(statistics.mean(math.log(r[key]) for r in sel))  # noqa: E731
-        print(f"geomean M={m}: jaxgemm {gm('jaxgemm'):.0f}  xla_bf16 {gm('xla_bf16'):.0f}  "
-              f"xla_fp8 {gm('xla_fp8'):.0f}  xla_blockwise {gm('xla_blockwise'):.0f}")
+        gm = {key: math.exp(statistics.mean(math.log(r[key]) for r in sel))
+              for key in ("jaxgemm", "xla_bf16", "xla_fp8", "xla_blockwise")}
+        print(f"geomean M={m}: jaxgemm {gm['jaxgemm']:.0f}  xla_bf16 {gm['xla_bf16']:.0f}  "
+              f"xla_fp8 {gm['xla_fp8']:.0f}  xla_blockwise {gm['xla_blockwise']:.0f}")
     if rows:
         print(f"xla_fp8 lowered to cuBLASLt FP8: {all(r['xla_fp8_is_cublaslt_fp8'] for r in rows)}")
     if jit:

@@ -32,10 +32,13 @@ readelf -d "$so" | grep -q "libstdc++.so.6" || { echo "ERROR: $so links libstdc+
 
 rc=0
 if [ -z "${SKIP_TESTS:-}" ]; then
-  $PY -m pytest tests -q -x -rs "$@" 2>&1 | tee "$OUT/pytest.log" | tail -25
+  # A kernel that deadlocks blocks in the driver where pytest-timeout cannot reach
+  # it: bound the whole run and kill it outright.
+  timeout -s KILL "${TEST_TIMEOUT:-400}" $PY -m pytest tests -q -x -rs "$@" 2>&1 | tee "$OUT/pytest.log" | tail -25
   rc=${PIPESTATUS[0]}
 fi
 if [ -z "${SKIP_BENCH:-}" ]; then
-  $PY -m jaxgemm.bench --json "$OUT/bench.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log" | grep -v '^{' | tail -30
+  timeout -s KILL "${BENCH_TIMEOUT:-400}" $PY -m jaxgemm.bench --json "$OUT/bench.json" ${BENCH_ARGS:-} 2>&1 \
+    | tee "$OUT/bench.log" | grep -v '^{' | tail -30
 fi
 exit $rc

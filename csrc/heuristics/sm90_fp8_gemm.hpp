@@ -59,30 +59,28 @@ inline Fp8GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int
   Fp8GemmConfig best;
   double best_cycles = 0;
   bool found = false;
+  // B multicast (cluster_m = 2) is not chosen here: on an H200 it measured no
+  // faster than none at the tiles picked (BLOCK_N 192), so L2 bandwidth is not what
+  // binds today. A user can still ask for it in `config`.
   for (int bm : {64, 128}) {
     if (bm == 128 && m <= 64) continue;
     // 176 is left out: its tiles can cross three 128-row scale blocks of B, and the
     // extra scale selection in the promotion measured slower than 160 or 192.
-    for (int bn : {16, 32, 64, 96, 112, 128, 144, 160, 192})
-    for (int cluster : {1}) {
-      // B multicast (cluster_m = 2) works but is not chosen: on an H200 it measured
-      // no faster than cluster_m = 1 at the tiles picked here (BLOCK_N 192), so
-      // L2 bandwidth is not what binds. A user can still ask for it in `config`.
+    for (int bn : {16, 32, 64, 96, 112, 128, 144, 160, 192}) {
       int stages = 0;
       while (stages < 8 && fp8_gemm_smem_bytes(bm, bn, stages + 1) <= smem_capacity) ++stages;
       if (stages < 3) continue;
-      const int usable_sms = num_sms / cluster * cluster;
-      const int64_t tiles = batches * ceil_div(m, int64_t(bm) * cluster) * cluster * ceil_div(n, bn);
-      const int64_t waves = (tiles + usable_sms - 1) / usable_sms;
+      const int64_t tiles = batches * ceil_div(m, bm) * ceil_div(n, bn);
+      const int64_t waves = (tiles + num_sms - 1) / num_sms;
       // Cycles per 128-deep K block of one tile on one SM. A warpgroup's 4 WGMMAs
       // (64 x BN x 128 MACs at 4096 FP8 MACs/clk) take 2*BN clks; after them it waits,
       // releases the stage and promotes (~160 + BN clks), while the other math
       // warpgroup (if any) keeps the tensor cores busy. TMA brings (BM + BN) * 128
-      // bytes from L2 (BN / 2 rows of B per CTA with multicast) at ~26 B/clk per SM
-      // when all SMs stream: measured 128x176 tiles at K=16384 ran at exactly that.
+      // bytes from L2 at ~26 B/clk per SM when all SMs stream (what 128x176 tiles
+      // at K=16384 achieved).
       const double wgmma = 2.0 * bn;
       const double overhead = 160.0 + bn;
-      const double load = (bm + double(bn) / cluster) * 128.0 / 26.0;
+      const double load = (bm + bn) * 128.0 / 26.0;
       const double per_k_block = bm == 128 ? std::max({2 * wgmma, wgmma + overhead, load})
                                            : std::max(wgmma + overhead, load);
       const double per_tile = num_k_blocks * per_k_block + bm * bn * 2.0 / 64 + 500;
@@ -97,10 +95,10 @@ inline Fp8GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int
         best.num_stages = stages;
         best.store_n = store_width(bn);
         best.smem_bytes = fp8_gemm_smem_bytes(bm, bn, stages);
-        best.cluster_m = cluster;
-        // Every SM, in whole clusters (shrinking the grid to the fewest SMs with the
-        // same number of waves measured 2-5% slower on an H200).
-        best.num_sms = static_cast<int>(std::min<int64_t>(usable_sms, ceil_div(tiles, cluster) * cluster));
+        best.cluster_m = 1;
+        // Every SM (shrinking the grid to the fewest SMs with the same number of
+        // waves measured 2-5% slower on an H200).
+        best.num_sms = static_cast<int>(std::min<int64_t>(num_sms, tiles));
       }
     }
   }
