@@ -71,6 +71,14 @@ def _facts(out, ref, hlo=None):
     return facts
 
 
+def _run_on_mesh(fn, mesh, ref, *args):
+    """Runs jitted `fn` on sharded `args` under `mesh`; facts about its result and HLO."""
+    with jax.set_mesh(mesh):
+        out = fn(*args)
+        hlo = fn.lower(*args).compile().as_text()
+    return _facts(out, ref, hlo)
+
+
 def _put(pair, mesh, spec, scales_spec=None):
     data, scales = pair
     return (jax.device_put(data, NamedSharding(mesh, spec)),
@@ -104,11 +112,7 @@ def main():
         mesh = jax.make_mesh((2, 4), ("x", "y"), axis_types=(t, t))
         for name, (sa, sb) in layouts.items():
             def run(sa=sa, sb=sb, mesh=mesh):
-                aa, bb = _put(a, mesh, sa), _put(b, mesh, sb)
-                with jax.set_mesh(mesh):
-                    out = f(aa, bb)
-                    hlo = f.lower(aa, bb).compile().as_text()
-                return _facts(out, ref, hlo)
+                return _run_on_mesh(f, mesh, ref, _put(a, mesh, sa), _put(b, mesh, sb))
             case(f"{axis_type}/{name}", run)
 
         # N per shard (256 / 4 = 64 rows) is not whole 128-blocks of B's scales (which
@@ -130,12 +134,8 @@ def main():
             bb_ = tuple(jnp.stack([p[1][j] for p in pairs]) for j in range(2))
             g = jax.jit(jax.vmap(jaxgemm.fp8_gemm_nt))
             ref_v = g(ab, bb_)
-            aa = _put(ab, mesh, P("x", None, None))
-            bb = _put(bb_, mesh, P("x", "y", None))
-            with jax.set_mesh(mesh):
-                out = g(aa, bb)
-                hlo = g.lower(aa, bb).compile().as_text()
-            return _facts(out, ref_v, hlo)
+            return _run_on_mesh(g, mesh, ref_v, _put(ab, mesh, P("x", None, None)),
+                                _put(bb_, mesh, P("x", "y", None)))
         case(f"{axis_type}/vmap_LN", run_vmap)
 
         # shard_map, every axis manual: each shard calls the op on its local block.

@@ -179,27 +179,19 @@ class TestValidation:
         (a0, a1), (b0, b1) = ab
         assert _trace([a0, a1], [b0, b1]).shape == (self.M, self.N)
 
-    @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float8_e5m2, jnp.int8, jnp.uint8])
+    @pytest.mark.parametrize("part, dtype, message", [
+        *[(0, d, r"\[0\] \(data\) must be float8_e4m3fn, got ")
+          for d in (jnp.float32, jnp.bfloat16, jnp.float8_e5m2, jnp.int8, jnp.uint8)],
+        *[(1, d, r"\[1\] \(scales\) must be float32")
+          for d in (jnp.float16, jnp.bfloat16, jnp.int32, jnp.uint32, FP8)],
+    ])
     @pytest.mark.parametrize("which", ["a", "b"])
-    def test_data_dtype(self, ab, which, dtype):
-        (a0, a1), (b0, b1) = ab
-        if which == "a":
-            a0 = SDS(a0.shape, dtype)
-        else:
-            b0 = SDS(b0.shape, dtype)
-        with pytest.raises(TypeError, match=rf"{which}\[0\] \(data\) must be float8_e4m3fn, got "):
-            _trace((a0, a1), (b0, b1))
-
-    @pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.int32, jnp.uint32, FP8])
-    @pytest.mark.parametrize("which", ["a", "b"])
-    def test_scales_dtype(self, ab, which, dtype):
-        (a0, a1), (b0, b1) = ab
-        if which == "a":
-            a1 = SDS(a1.shape, dtype)
-        else:
-            b1 = SDS(b1.shape, dtype)
-        with pytest.raises(TypeError, match=rf"{which}\[1\] \(scales\) must be float32"):
-            _trace((a0, a1), (b0, b1))
+    def test_pair_dtype(self, ab, which, part, dtype, message):
+        """A wrong dtype of either half of either pair names that half."""
+        pairs = {"a": list(ab[0]), "b": list(ab[1])}
+        pairs[which][part] = SDS(pairs[which][part].shape, dtype)
+        with pytest.raises(TypeError, match=which + message):
+            _trace(tuple(pairs["a"]), tuple(pairs["b"]))
 
     @pytest.mark.parametrize("shape", [(256,), (1, 64, 256), (2, 1, 64, 256), ()])
     @pytest.mark.parametrize("which", ["a", "b"])
