@@ -1,58 +1,84 @@
-// XLA FFI handler of the dense FP8 GEMM (sm90_fp8_gemm_1d2d).
+// XLA FFI handlers of the dense GEMMs (sm90_fp8_gemm and sm90_bf16_gemm).
 //
-// Two stages:
+// Two stages each:
 //   instantiate: once per call site. Gets the config chosen at lowering time as
 //     attributes, generates the template instance, compiles it (or finds it in
 //     the on-disk cache) and loads it. The loaded kernel is the handler's state.
-//   execute: per call, possibly under CUDA-graph capture. Checks buffer shapes,
-//     encodes the TMA descriptors (host-only work) and launches. No compilation,
-//     no allocation, no synchronisation.
+//   execute: per call, possibly under CUDA-graph capture. Checks buffer ranks and
+//     dtypes, encodes the TMA descriptors (host-only work) and launches. No
+//     compilation, no allocation, no synchronisation.
 #include "dense.h"
 
 #include <exception>
+#include <optional>
 #include <string>
 
+#include "../csrc/heuristics/sm90_bf16_gemm.hpp"
+#include "../csrc/heuristics/sm90_fp8_gemm.hpp"
 #include "../csrc/jit/compiler.hpp"
 #include "../csrc/jit/kernel_runtime.hpp"
-#include "../csrc/launchers/sm90_fp8_gemm_1d2d.hpp"
+#include "../csrc/launchers/sm90_bf16_gemm.hpp"
+#include "../csrc/launchers/sm90_fp8_gemm.hpp"
+
+namespace jaxgemm::ffi_handlers {
+
+// Every config key, as the lowering passes them (np.int32 attributes).
+struct GemmAttrs {
+  int32_t block_m, block_n, num_stages, store_n, group_n, num_sms, cluster_m;
+  int32_t sfb_per_row, a_mn_major, b_mn_major, out_bytes, c_bytes;
+};
+
+}  // namespace jaxgemm::ffi_handlers
+
+XLA_FFI_REGISTER_STRUCT_ATTR_DECODING(
+    jaxgemm::ffi_handlers::GemmAttrs, ::xla::ffi::StructMember<int32_t>("block_m"),
+    ::xla::ffi::StructMember<int32_t>("block_n"), ::xla::ffi::StructMember<int32_t>("num_stages"),
+    ::xla::ffi::StructMember<int32_t>("store_n"), ::xla::ffi::StructMember<int32_t>("group_n"),
+    ::xla::ffi::StructMember<int32_t>("num_sms"), ::xla::ffi::StructMember<int32_t>("cluster_m"),
+    ::xla::ffi::StructMember<int32_t>("sfb_per_row"), ::xla::ffi::StructMember<int32_t>("a_mn_major"),
+    ::xla::ffi::StructMember<int32_t>("b_mn_major"), ::xla::ffi::StructMember<int32_t>("out_bytes"),
+    ::xla::ffi::StructMember<int32_t>("c_bytes"));
 
 namespace jaxgemm::ffi_handlers {
 
 namespace ffi = xla::ffi;
-using heuristics::Fp8GemmConfig;
-using launchers::Sm90Fp8Gemm1D2D;
+using heuristics::GemmConfig;
+using launchers::Sm90Bf16Gemm;
+using launchers::Sm90Fp8Gemm;
 
-ffi::TypeId Fp8GemmState::id = {};
+ffi::TypeId GemmState::id = {};
 
 namespace {
 
-Fp8GemmConfig config_from_attrs(int32_t block_m, int32_t block_n, int32_t num_stages, int32_t store_n,
-                                int32_t group_n, int32_t num_sms, int32_t cluster_m) {
-  Fp8GemmConfig c;
-  c.block_m = block_m;
-  c.block_n = block_n;
-  c.num_stages = num_stages;
-  c.store_n = store_n;
-  c.group_n = group_n;
-  c.num_sms = num_sms;
-  c.cluster_m = cluster_m;
-  c.smem_bytes = heuristics::fp8_gemm_smem_bytes(block_m, block_n, num_stages);
+GemmConfig config_from_attrs(const GemmAttrs& a) {
+  GemmConfig c;
+  c.kind.sfb_per_row = a.sfb_per_row != 0;
+  c.kind.a_mn_major = a.a_mn_major != 0;
+  c.kind.b_mn_major = a.b_mn_major != 0;
+  c.kind.out_bytes = a.out_bytes;
+  c.kind.c_bytes = a.c_bytes;
+  c.block_m = a.block_m;
+  c.block_n = a.block_n;
+  c.num_stages = a.num_stages;
+  c.store_n = a.store_n;
+  c.group_n = a.group_n;
+  c.num_sms = a.num_sms;
+  c.cluster_m = a.cluster_m;
   return c;
 }
 
-ffi::ErrorOr<std::unique_ptr<Fp8GemmState>> Fp8GemmInstantiate(int32_t block_m, int32_t block_n,
-                                                               int32_t num_stages, int32_t store_n,
-                                                               int32_t group_n, int32_t num_sms,
-                                                               int32_t cluster_m) {
+// Compiles (or finds in the cache) and loads the kernel of `config`.
+template <class Launcher>
+ffi::ErrorOr<std::unique_ptr<GemmState>> instantiate(GemmConfig config, const char* op) {
   try {
-    auto state = std::make_unique<Fp8GemmState>();
-    if (cluster_m < 1 || num_sms % cluster_m != 0 || block_n % (8 * cluster_m) != 0)
-      return ffi::Unexpected(ffi::Error::InvalidArgument("jaxgemm fp8_gemm: inconsistent cluster config"));
-    state->config = config_from_attrs(block_m, block_n, num_stages, store_n, group_n, num_sms, cluster_m);
-    const std::string source = Sm90Fp8Gemm1D2D::generate_source(state->config);
-    const auto built = jit::Compiler::build("sm90_fp8_gemm_1d2d", source, "90a");
-    state->kernel = &jit::KernelRuntime::load(built.cubin_path, Sm90Fp8Gemm1D2D::kSymbol,
-                                              state->config.smem_bytes);
+    if (config.cluster_m < 1 || config.num_sms % config.cluster_m != 0 ||
+        config.block_n % (8 * config.cluster_m) != 0)
+      return ffi::Unexpected(ffi::Error::InvalidArgument(std::string(op) + ": inconsistent cluster config"));
+    auto state = std::make_unique<GemmState>();
+    state->config = config;
+    const std::string source = Launcher::generate_source(config);
+    const auto built = jit::Compiler::build(Launcher::kName, source, "90a");
+    state->kernel = &jit::KernelRuntime::load(built.cubin_path, Launcher::kSymbol, config.smem_bytes);
     jit::KernelRuntime::preload_in_current_context(*state->kernel);
     return state;
   } catch (const std::exception& e) {
@@ -60,20 +86,60 @@ ffi::ErrorOr<std::unique_ptr<Fp8GemmState>> Fp8GemmInstantiate(int32_t block_m, 
   }
 }
 
-ffi::Error Fp8GemmExecute(CUstream stream, Fp8GemmState* state, ffi::AnyBuffer a, ffi::Buffer<ffi::F32> sfa_t,
-                          ffi::AnyBuffer b, ffi::Buffer<ffi::F32> sfb, ffi::Result<ffi::Buffer<ffi::BF16>> d,
-                          int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t) {
+ffi::ErrorOr<std::unique_ptr<GemmState>> Fp8GemmInstantiate(GemmAttrs attrs) {
+  GemmConfig c = config_from_attrs(attrs);
+  c.smem_bytes = heuristics::fp8_gemm_smem_bytes(c.block_m, c.block_n, c.num_stages, c.kind);
+  return instantiate<Sm90Fp8Gemm>(c, "jaxgemm fp8_gemm");
+}
+
+ffi::ErrorOr<std::unique_ptr<GemmState>> Bf16GemmInstantiate(GemmAttrs attrs) {
+  GemmConfig c = config_from_attrs(attrs);
+  c.smem_bytes = heuristics::bf16_gemm_smem_bytes(c.block_m, c.block_n, c.num_stages, c.kind);
+  return instantiate<Sm90Bf16Gemm>(c, "jaxgemm bf16_gemm");
+}
+
+ffi::DataType dtype_of_bytes(int bytes) { return bytes == 4 ? ffi::F32 : ffi::BF16; }
+
+// D's dtype and C's (if any) must be what the kernel was built for.
+ffi::Error check_out_and_c(const GemmConfig& c, const std::optional<ffi::AnyBuffer>& cbuf,
+                           const ffi::AnyBuffer& d, const char* op) {
+  if (d.element_type() != dtype_of_bytes(c.kind.out_bytes))
+    return ffi::Error::InvalidArgument(std::string(op) + ": output dtype differs from the kernel's");
+  if (cbuf.has_value() != (c.kind.c_bytes != 0) ||
+      (cbuf && cbuf->element_type() != dtype_of_bytes(c.kind.c_bytes)))
+    return ffi::Error::InvalidArgument(std::string(op) + ": c differs from the kernel's");
+  if (cbuf && cbuf->dimensions().size() != 3)
+    return ffi::Error::InvalidArgument(std::string(op) + ": c must be rank 3 [L, M, N]");
+  return ffi::Error::Success();
+}
+
+template <class Params>
+ffi::Error launch(GemmState* state, CUstream stream, const Params& params, const char* op) {
+  const GemmConfig& c = state->config;
+  jit::LaunchShape shape{static_cast<unsigned>(c.num_sms), static_cast<unsigned>(c.num_threads()),
+                         static_cast<unsigned>(c.cluster_m)};
+  if (CUresult r = jit::launch(*state->kernel, shape, stream, params); r != CUDA_SUCCESS)
+    return ffi::Error::Internal(std::string(op) + ": launch failed: " + std::to_string(int(r)));
+  return ffi::Error::Success();
+}
+
+ffi::Error Fp8GemmExecute(CUstream stream, GemmState* state, ffi::AnyBuffer a, ffi::Buffer<ffi::F32> sfa_t,
+                          ffi::AnyBuffer b, ffi::Buffer<ffi::F32> sfb, std::optional<ffi::AnyBuffer> c,
+                          ffi::Result<ffi::AnyBuffer> d, ffi::Dictionary /*config*/) {
   // Python validated everything at trace time; these checks guard the ABI.
+  constexpr const char* op = "jaxgemm fp8_gemm";
   if (a.element_type() != ffi::F8E4M3FN || b.element_type() != ffi::F8E4M3FN)
     return ffi::Error::InvalidArgument("jaxgemm fp8_gemm: a and b must be float8_e4m3fn");
-  const auto ad = a.dimensions(), bd = b.dimensions(), sd = sfa_t.dimensions(), dd = d->dimensions();
-  if (ad.size() != 3 || bd.size() != 3 || sd.size() != 3 || dd.size() != 3)
+  const auto ad = a.dimensions(), bd = b.dimensions(), sd = sfa_t.dimensions(), fd = sfb.dimensions();
+  if (ad.size() != 3 || bd.size() != 3 || sd.size() != 3 || fd.size() != 3 || d->dimensions().size() != 3)
     return ffi::Error::InvalidArgument("jaxgemm fp8_gemm: operands must be rank 3 [L, rows, K]");
-  Sm90Fp8Gemm1D2D::Args x;
+  if (ffi::Error e = check_out_and_c(state->config, c, *d, op); e.failure()) return e;
+  Sm90Fp8Gemm::Args x;
   x.a = a.untyped_data();
   x.sfa_t = sfa_t.untyped_data();
   x.b = b.untyped_data();
-  x.sfb = sfb.typed_data();
+  x.sfb = sfb.untyped_data();
+  x.c = c ? c->untyped_data() : nullptr;
   x.d = d->untyped_data();
   x.batches = static_cast<unsigned>(ad[0]);
   x.b_batched = bd[0] == ad[0] && ad[0] > 1 ? 1u : 0u;
@@ -81,47 +147,72 @@ ffi::Error Fp8GemmExecute(CUstream stream, Fp8GemmState* state, ffi::AnyBuffer a
   x.k = static_cast<unsigned>(ad[2]);
   x.n = static_cast<unsigned>(bd[1]);
   x.m_pad = static_cast<unsigned>(sd[2]);
+  x.n_pad = static_cast<unsigned>(fd[2]);
   if (x.m == 0 || x.n == 0) return ffi::Error::Success();
 
-  jaxgemm::Fp8Gemm1D2DParams params;
-  if (CUresult r = Sm90Fp8Gemm1D2D::make_params(state->config, x, &params); r != CUDA_SUCCESS)
+  Fp8GemmParams params;
+  if (CUresult r = Sm90Fp8Gemm::make_params(state->config, x, &params); r != CUDA_SUCCESS)
     return ffi::Error::Internal("jaxgemm fp8_gemm: cuTensorMapEncodeTiled failed: " + std::to_string(int(r)));
-  const heuristics::Fp8GemmConfig& c = state->config;
-  jit::LaunchShape shape{static_cast<unsigned>(c.num_sms), static_cast<unsigned>(c.num_threads()),
-                         static_cast<unsigned>(c.cluster_m)};
-  if (CUresult r = jit::launch(*state->kernel, shape, stream, params); r != CUDA_SUCCESS)
-    return ffi::Error::Internal("jaxgemm fp8_gemm: launch failed: " + std::to_string(int(r)));
-  return ffi::Error::Success();
+  return launch(state, stream, params, op);
+}
+
+ffi::Error Bf16GemmExecute(CUstream stream, GemmState* state, ffi::Buffer<ffi::BF16> a, ffi::Buffer<ffi::BF16> b,
+                           std::optional<ffi::AnyBuffer> c, ffi::Result<ffi::AnyBuffer> d,
+                           ffi::Dictionary /*config*/) {
+  constexpr const char* op = "jaxgemm bf16_gemm";
+  const auto ad = a.dimensions(), bd = b.dimensions(), dd = d->dimensions();
+  if (ad.size() != 3 || bd.size() != 3 || dd.size() != 3)
+    return ffi::Error::InvalidArgument("jaxgemm bf16_gemm: operands must be rank 3");
+  if (ffi::Error e = check_out_and_c(state->config, c, *d, op); e.failure()) return e;
+  const auto& kind = state->config.kind;
+  Sm90Bf16Gemm::Args x;
+  x.a = a.untyped_data();
+  x.b = b.untyped_data();
+  x.c = c ? c->untyped_data() : nullptr;
+  x.d = d->untyped_data();
+  x.batches = static_cast<unsigned>(ad[0]);
+  x.b_batched = bd[0] == ad[0] && ad[0] > 1 ? 1u : 0u;
+  x.m = static_cast<unsigned>(dd[1]);
+  x.n = static_cast<unsigned>(dd[2]);
+  x.k = static_cast<unsigned>(kind.a_mn_major ? ad[1] : ad[2]);
+  if (x.m == 0 || x.n == 0) return ffi::Error::Success();
+
+  Bf16GemmParams params;
+  if (CUresult r = Sm90Bf16Gemm::make_params(state->config, x, &params); r != CUDA_SUCCESS)
+    return ffi::Error::Internal("jaxgemm bf16_gemm: cuTensorMapEncodeTiled failed: " + std::to_string(int(r)));
+  return launch(state, stream, params, op);
 }
 
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(kFp8GemmInstantiate, Fp8GemmInstantiate,
-                       ffi::Ffi::BindInstantiate()
-                           .Attr<int32_t>("block_m")
-                           .Attr<int32_t>("block_n")
-                           .Attr<int32_t>("num_stages")
-                           .Attr<int32_t>("store_n")
-                           .Attr<int32_t>("group_n")
-                           .Attr<int32_t>("num_sms")
-                           .Attr<int32_t>("cluster_m"));
+                              ffi::Ffi::BindInstantiate().Attrs<GemmAttrs>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(kFp8GemmExecute, Fp8GemmExecute,
-                       ffi::Ffi::Bind()
-                           .Ctx<ffi::PlatformStream<CUstream>>()
-                           .Ctx<ffi::State<Fp8GemmState>>()
-                           .Arg<ffi::AnyBuffer>()              // a      [L, M, K] e4m3
-                           .Arg<ffi::Buffer<ffi::F32>>()       // sfa_t  [L, ceil(K/128), m_pad]
-                           .Arg<ffi::AnyBuffer>()              // b      [L or 1, N, K] e4m3
-                           .Arg<ffi::Buffer<ffi::F32>>()       // sfb    [L or 1, ceil(N/128), ceil(K/128)]
-                           .Ret<ffi::Buffer<ffi::BF16>>()      // d      [L, M, N]
-                           .Attr<int32_t>("block_m")
-                           .Attr<int32_t>("block_n")
-                           .Attr<int32_t>("num_stages")
-                           .Attr<int32_t>("store_n")
-                           .Attr<int32_t>("group_n")
-                           .Attr<int32_t>("num_sms")
-                           .Attr<int32_t>("cluster_m"),
-                       {ffi::Traits::kCmdBufferCompatible});
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::PlatformStream<CUstream>>()
+                                  .Ctx<ffi::State<GemmState>>()
+                                  .Arg<ffi::AnyBuffer>()            // a      [L, M, K] e4m3
+                                  .Arg<ffi::Buffer<ffi::F32>>()     // sfa_t  [L, ceil(K/128), m_pad]
+                                  .Arg<ffi::AnyBuffer>()            // b      [L or 1, N, K] e4m3
+                                  .Arg<ffi::Buffer<ffi::F32>>()     // sfb    1D2D or 1D1D layout (launcher)
+                                  .OptionalArg<ffi::AnyBuffer>()    // c      [L, M, N], may alias d
+                                  .Ret<ffi::AnyBuffer>()            // d      [L, M, N] bf16 or f32
+                                  .Attrs(),                         // the config (used at instantiate)
+                              {ffi::Traits::kCmdBufferCompatible});
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(kBf16GemmInstantiate, Bf16GemmInstantiate,
+                              ffi::Ffi::BindInstantiate().Attrs<GemmAttrs>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(kBf16GemmExecute, Bf16GemmExecute,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::PlatformStream<CUstream>>()
+                                  .Ctx<ffi::State<GemmState>>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()    // a  [L, M, K] or [L, K, M]
+                                  .Arg<ffi::Buffer<ffi::BF16>>()    // b  [L or 1, N, K] or [L or 1, K, N]
+                                  .OptionalArg<ffi::AnyBuffer>()    // c  [L, M, N], may alias d
+                                  .Ret<ffi::AnyBuffer>()            // d  [L, M, N] bf16 or f32
+                                  .Attrs(),                         // the config (used at instantiate)
+                              {ffi::Traits::kCmdBufferCompatible});
 
 }  // namespace jaxgemm::ffi_handlers

@@ -1,22 +1,24 @@
-// Handlers of the dense GEMM family, registered by module.cc.
+// Handlers of the dense GEMM family (FP8 and BF16), registered by module.cc.
 #pragma once
 
 #include <memory>
 
 #include "xla/ffi/api/ffi.h"
-#include "../csrc/heuristics/sm90_fp8_gemm.hpp"
+#include "../csrc/heuristics/gemm_config.hpp"
 #include "../csrc/jit/kernel_runtime.hpp"
 
 namespace jaxgemm::ffi_handlers {
 
-// State of one fp8_gemm call site: its config and its loaded kernel.
-struct Fp8GemmState {
+// State of one GEMM call site: its config and its loaded kernel.
+struct GemmState {
   static xla::ffi::TypeId id;
-  heuristics::Fp8GemmConfig config;
+  heuristics::GemmConfig config;
   const jit::LoadedKernel* kernel = nullptr;
 };
 
 XLA_FFI_DECLARE_HANDLER_SYMBOL(kFp8GemmInstantiate);
 XLA_FFI_DECLARE_HANDLER_SYMBOL(kFp8GemmExecute);
+XLA_FFI_DECLARE_HANDLER_SYMBOL(kBf16GemmInstantiate);
+XLA_FFI_DECLARE_HANDLER_SYMBOL(kBf16GemmExecute);
 
 }  // namespace jaxgemm::ffi_handlers

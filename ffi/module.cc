@@ -10,7 +10,8 @@
 #include "dense.h"
 #include "../csrc/jit/compiler.hpp"
 #include "../csrc/jit/device_runtime.hpp"
-#include "../csrc/launchers/sm90_fp8_gemm_1d2d.hpp"
+#include "../csrc/launchers/sm90_bf16_gemm.hpp"
+#include "../csrc/launchers/sm90_fp8_gemm.hpp"
 
 namespace nb = nanobind;
 using namespace jaxgemm;
@@ -22,7 +23,7 @@ nb::capsule capsule(T* ptr) {
   return nb::capsule(reinterpret_cast<void*>(ptr));
 }
 
-nb::dict config_to_dict(const heuristics::Fp8GemmConfig& c) {
+nb::dict config_to_dict(const heuristics::GemmConfig& c) {
   nb::dict d;
   d["block_m"] = c.block_m;
   d["block_n"] = c.block_n;
@@ -32,20 +33,56 @@ nb::dict config_to_dict(const heuristics::Fp8GemmConfig& c) {
   d["num_sms"] = c.num_sms;
   d["cluster_m"] = c.cluster_m;
   d["smem_bytes"] = c.smem_bytes;
+  d["sfb_per_row"] = int(c.kind.sfb_per_row);
+  d["a_mn_major"] = int(c.kind.a_mn_major);
+  d["b_mn_major"] = int(c.kind.b_mn_major);
+  d["out_bytes"] = c.kind.out_bytes;
+  d["c_bytes"] = c.kind.c_bytes;
   return d;
 }
 
-heuristics::Fp8GemmConfig config_from_dict(const nb::dict& d) {
-  heuristics::Fp8GemmConfig c;
+int get_int(const nb::dict& d, const char* key, int fallback) {
+  return d.contains(key) ? nb::cast<int>(d[key]) : fallback;
+}
+
+// A config dict as Python holds it (kind keys optional: defaults are the plain NT GEMM).
+heuristics::GemmConfig config_from_dict(const nb::dict& d, bool bf16) {
+  heuristics::GemmConfig c;
+  c.kind.sfb_per_row = get_int(d, "sfb_per_row", 0) != 0;
+  c.kind.a_mn_major = get_int(d, "a_mn_major", 0) != 0;
+  c.kind.b_mn_major = get_int(d, "b_mn_major", 0) != 0;
+  c.kind.out_bytes = get_int(d, "out_bytes", 2);
+  c.kind.c_bytes = get_int(d, "c_bytes", 0);
   c.block_m = nb::cast<int>(d["block_m"]);
   c.block_n = nb::cast<int>(d["block_n"]);
   c.num_stages = nb::cast<int>(d["num_stages"]);
   c.store_n = nb::cast<int>(d["store_n"]);
   c.group_n = nb::cast<int>(d["group_n"]);
   c.num_sms = nb::cast<int>(d["num_sms"]);
-  c.cluster_m = d.contains("cluster_m") ? nb::cast<int>(d["cluster_m"]) : 1;
-  c.smem_bytes = heuristics::fp8_gemm_smem_bytes(c.block_m, c.block_n, c.num_stages);
+  c.cluster_m = get_int(d, "cluster_m", 1);
+  c.smem_bytes = bf16 ? heuristics::bf16_gemm_smem_bytes(c.block_m, c.block_n, c.num_stages, c.kind)
+                      : heuristics::fp8_gemm_smem_bytes(c.block_m, c.block_n, c.num_stages, c.kind);
   return c;
+}
+
+heuristics::GemmKind make_kind(bool sfb_per_row, bool a_mn_major, bool b_mn_major, int out_bytes, int c_bytes) {
+  heuristics::GemmKind k;
+  k.sfb_per_row = sfb_per_row;
+  k.a_mn_major = a_mn_major;
+  k.b_mn_major = b_mn_major;
+  k.out_bytes = out_bytes;
+  k.c_bytes = c_bytes;
+  return k;
+}
+
+// Compiles (or finds in the cache) and loads one kernel, as the instantiate stage does.
+template <class Launcher>
+std::string load_kernel(const heuristics::GemmConfig& c) {
+  auto src = Launcher::generate_source(c);
+  nb::gil_scoped_release release;
+  auto r = jit::Compiler::build(Launcher::kName, src, "90a");
+  jit::KernelRuntime::load(r.cubin_path, Launcher::kSymbol, c.smem_bytes);
+  return r.cubin_path;
 }
 
 }  // namespace
@@ -56,21 +93,24 @@ NB_MODULE(_C, m) {
   // target name -> {stage name -> handler capsule}, for jax.ffi.register_ffi_target.
   m.def("registrations", []() {
     nb::dict regs;
-    nb::dict fp8_gemm;
+    nb::dict fp8_gemm, bf16_gemm;
     fp8_gemm["instantiate"] = capsule(ffi_handlers::kFp8GemmInstantiate);
     fp8_gemm["execute"] = capsule(ffi_handlers::kFp8GemmExecute);
-    regs["jaxgemm_fp8_gemm_1d2d"] = fp8_gemm;
+    regs["jaxgemm_fp8_gemm"] = fp8_gemm;
+    bf16_gemm["instantiate"] = capsule(ffi_handlers::kBf16GemmInstantiate);
+    bf16_gemm["execute"] = capsule(ffi_handlers::kBf16GemmExecute);
+    regs["jaxgemm_bf16_gemm"] = bf16_gemm;
     return regs;
   });
 
   // type name -> {"type_id", "type_info"}, for jax.ffi.register_ffi_type.
   m.def("state_types", []() {
-    static XLA_FFI_TypeInfo fp8_info = xla::ffi::MakeTypeInfo<ffi_handlers::Fp8GemmState>();
+    static XLA_FFI_TypeInfo gemm_info = xla::ffi::MakeTypeInfo<ffi_handlers::GemmState>();
     nb::dict types;
-    nb::dict fp8;
-    fp8["type_id"] = capsule(&ffi_handlers::Fp8GemmState::id);
-    fp8["type_info"] = capsule(&fp8_info);
-    types["jaxgemm_fp8_gemm_state"] = fp8;
+    nb::dict gemm;
+    gemm["type_id"] = capsule(&ffi_handlers::GemmState::id);
+    gemm["type_info"] = capsule(&gemm_info);
+    types["jaxgemm_gemm_state"] = gemm;
     return types;
   });
 
@@ -103,18 +143,51 @@ NB_MODULE(_C, m) {
 
   m.def(
       "fp8_gemm_config",
-      [](int64_t m_, int64_t n, int64_t k, int64_t batches, int num_sms, int smem_capacity) {
-        return config_to_dict(heuristics::select_fp8_gemm_config(m_, n, k, batches, num_sms, smem_capacity));
+      [](int64_t m_, int64_t n, int64_t k, int64_t batches, int num_sms, bool sfb_per_row, int out_bytes,
+         int c_bytes, int smem_capacity) {
+        const auto kind = make_kind(sfb_per_row, false, false, out_bytes, c_bytes);
+        return config_to_dict(heuristics::select_fp8_gemm_config(m_, n, k, batches, num_sms, kind, smem_capacity));
       },
       nb::arg("m"), nb::arg("n"), nb::arg("k"), nb::arg("batches"), nb::arg("num_sms"),
+      nb::arg("sfb_per_row") = false, nb::arg("out_bytes") = 2, nb::arg("c_bytes") = 0,
       nb::arg("smem_capacity") = 232448);
 
-  m.def("fp8_gemm_smem_bytes", &heuristics::fp8_gemm_smem_bytes, nb::arg("block_m"), nb::arg("block_n"),
-        nb::arg("num_stages"));
+  m.def(
+      "bf16_gemm_config",
+      [](int64_t m_, int64_t n, int64_t k, int64_t batches, int num_sms, bool a_mn_major, bool b_mn_major,
+         int out_bytes, int c_bytes, int smem_capacity) {
+        const auto kind = make_kind(false, a_mn_major, b_mn_major, out_bytes, c_bytes);
+        return config_to_dict(heuristics::select_bf16_gemm_config(m_, n, k, batches, num_sms, kind, smem_capacity));
+      },
+      nb::arg("m"), nb::arg("n"), nb::arg("k"), nb::arg("batches"), nb::arg("num_sms"),
+      nb::arg("a_mn_major") = false, nb::arg("b_mn_major") = false, nb::arg("out_bytes") = 2,
+      nb::arg("c_bytes") = 0, nb::arg("smem_capacity") = 232448);
+
+  m.def(
+      "fp8_gemm_smem_bytes",
+      [](int block_m, int block_n, int num_stages, bool sfb_per_row, int out_bytes) {
+        return heuristics::fp8_gemm_smem_bytes(block_m, block_n, num_stages,
+                                               make_kind(sfb_per_row, false, false, out_bytes, 0));
+      },
+      nb::arg("block_m"), nb::arg("block_n"), nb::arg("num_stages"), nb::arg("sfb_per_row") = false,
+      nb::arg("out_bytes") = 2);
+
+  m.def(
+      "bf16_gemm_smem_bytes",
+      [](int block_m, int block_n, int num_stages, int out_bytes) {
+        return heuristics::bf16_gemm_smem_bytes(block_m, block_n, num_stages,
+                                                make_kind(false, false, false, out_bytes, 0));
+      },
+      nb::arg("block_m"), nb::arg("block_n"), nb::arg("num_stages"), nb::arg("out_bytes") = 2);
 
   m.def(
       "fp8_gemm_source",
-      [](const nb::dict& config) { return launchers::Sm90Fp8Gemm1D2D::generate_source(config_from_dict(config)); },
+      [](const nb::dict& config) { return launchers::Sm90Fp8Gemm::generate_source(config_from_dict(config, false)); },
+      nb::arg("config"));
+
+  m.def(
+      "bf16_gemm_source",
+      [](const nb::dict& config) { return launchers::Sm90Bf16Gemm::generate_source(config_from_dict(config, true)); },
       nb::arg("config"));
 
   // Compiles (or finds in the cache) a kernel; returns (cubin path, cache hit, seconds).
@@ -127,16 +200,13 @@ NB_MODULE(_C, m) {
       },
       nb::arg("name"), nb::arg("source"), nb::arg("arch") = "90a");
 
-  // Compiles and loads a kernel on every device, as the instantiate stage does.
+  // Compiles and loads a kernel, as the instantiate stage does; returns the cubin path.
   m.def(
       "load_fp8_gemm_kernel",
-      [](const nb::dict& config) {
-        auto c = config_from_dict(config);
-        auto src = launchers::Sm90Fp8Gemm1D2D::generate_source(c);
-        nb::gil_scoped_release release;
-        auto r = jit::Compiler::build("sm90_fp8_gemm_1d2d", src, "90a");
-        jit::KernelRuntime::load(r.cubin_path, launchers::Sm90Fp8Gemm1D2D::kSymbol, c.smem_bytes);
-        return r.cubin_path;
-      },
+      [](const nb::dict& config) { return load_kernel<launchers::Sm90Fp8Gemm>(config_from_dict(config, false)); },
+      nb::arg("config"));
+  m.def(
+      "load_bf16_gemm_kernel",
+      [](const nb::dict& config) { return load_kernel<launchers::Sm90Bf16Gemm>(config_from_dict(config, true)); },
       nb::arg("config"));
 }

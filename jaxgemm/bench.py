@@ -1,22 +1,36 @@
-"""`python -m jaxgemm.bench`: jaxgemm's FP8 GEMM against what a JAX user has today.
+"""`python -m jaxgemm.bench`: jaxgemm's dense GEMMs against what a JAX user has today.
 
-For each DeepSeek-V3 shape, in one run and on the same GPU:
-  jaxgemm      jaxgemm.fp8_gemm_nt (block-scaled FP8, its scale relayout included)
-  xla_bf16     XLA's bf16 dot on the dequantized inputs (cuBLAS)
-  xla_fp8      XLA's FP8 dot with per-tensor f32 scales (cuBLASLt FP8; no block scales)
-  xla_blockwise  the block-scaled recipe emulated in XLA: dequantize, then bf16 dot
+For each DeepSeek-V3 (N, K) shape and each M, in one run and on the same GPU:
+  fp8       jaxgemm.fp8_gemm_{nt,nn,tn,tt} (1D2D recipe, BF16 output), each fed operands
+            stored in its layout (the op's own relayout timed, nothing else), against
+              xla_bf16       XLA's bf16 dot on bf16 operands (cuBLAS)
+              xla_fp8        XLA's FP8 dot with per-tensor f32 scales (cuBLASLt FP8; no
+                             block scales)
+              xla_blockwise  the block-scaled recipe emulated in XLA: dequantize, bf16 dot
+            (ratios: each layout / nt, the bar being >= 0.9x; nt / each XLA baseline)
+  fp8_1d1d  fp8_gemm_nt with 1x128 scales on both operands, FP32 output and an FP32 C
+            (D = C + A @ B^T, the weight-gradient recipe); C is donated and D fed back as
+            the next call's C, as in gradient accumulation, so XLA copies nothing
+  bf16      jaxgemm.bf16_gemm_{nt,nn,tn,tt} against XLA's bf16 dot_general on the same
+            operands in the same layout (XLA picks its best kernel for that layout)
+  jit       one FP8 and one BF16 kernel: cold NVCC, cold NVRTC and first load with a warm
+            on-disk cache, each in a fresh process with its own cache folder (GPU only)
 
 Method: one jitted function applies the op to several distinct input sets whose
-operands together exceed 4x the L2 cache, so that no run measures the cache; it is
-called back to back after warm-up, the device is synchronised once at the end, and
-the median over 5 repetitions is reported. Then the JIT cost: a cold NVCC compile,
-a cold NVRTC compile, and the first call with a warm on-disk cache (each in a fresh
-process). Timings are never asserted anywhere; BENCHMARKS.md records them.
+operands together exceed 4x the 50 MB L2 cache, so that no run measures the cache; it is
+called back to back after warm-up, the device is synchronised once at the end, and the
+median over 5 repetitions is reported. The jaxgemm kernels of the whole run are compiled
+first, in parallel (`jaxgemm.precompile`), so that no timed call and no warm-up waits on
+NVCC. calc_diff is each jaxgemm output (first input set) against a float32 HIGHEST
+reference of the dequantized inputs, computed on the device as sum((x-y)^2) /
+sum(x^2 + y^2) (DeepGEMM's metric, rewritten without cancellation). Timings are never
+asserted anywhere; BENCHMARKS.md records them. The summary table comes last.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -42,81 +56,177 @@ DEEPSEEK_V3_NK = [
     (7168, 2048),   # shared-expert down
 ]
 DEFAULT_MS = (128, 4096)
+SECTIONS = ("fp8", "fp8_1d1d", "bf16", "jit")
+LAYOUTS = ("nt", "nn", "tn", "tt")
+LAYOUT_BAR = 0.9       # every FP8 layout should reach this fraction of nt
 _L2_BYTES = 50 * 2**20
-_REPS = 5
+_REPS = 5              # repetitions; the median is reported
+_CALLS = 3             # back-to-back calls per repetition
+_CPU_NUM_SMS = 132     # without a GPU, configs are shown as an H100 SXM would get them
+_JIT_SHAPE = (4096, 7168, 16384)
+
+_FP8_OPS = {layout: getattr(jaxgemm, f"fp8_gemm_{layout}") for layout in LAYOUTS}
+_BF16_OPS = {layout: getattr(jaxgemm, f"bf16_gemm_{layout}") for layout in LAYOUTS}
+# XLA's dot_general contracting dims for A and B stored as in each layout
+# (A [M, K] or [K, M], B [N, K] or [K, N]); the result is [M, N] in every case.
+_XLA_CONTRACT = {"nt": ((1,), (1,)), "nn": ((1,), (0,)), "tn": ((0,), (0,)), "tt": ((0,), (1,))}
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _on_gpu() -> bool:
+    return jax.devices()[0].platform == "gpu"
+
+
+def _num_sms():
+    """None on a GPU (the heuristic asks the device), else a fixed H100 count."""
+    return None if _on_gpu() else _CPU_NUM_SMS
 
 
 def _num_sets(bytes_per_set: int) -> int:
     return max(1, min(32, math.ceil(4 * _L2_BYTES / bytes_per_set)))
 
 
-def _time_fn(fn, args) -> float:
-    """Median seconds per call of `fn(*args)` (which covers len(sets) ops)."""
-    jax.block_until_ready(fn(*args))  # compile + warm-up
-    jax.block_until_ready(fn(*args))
-    calls = 3
+def _fp8_bytes(m, n, k, b_rows=False) -> int:
+    """Bytes one FP8 GEMM reads: 1-byte data plus f32 scales (1x128 for A; 128x128 for B,
+    or 1x128 when `b_rows`)."""
+    kb = -(-k // 128)
+    return m * k + n * k + 4 * kb * (m + (n if b_rows else -(-n // 128)))
+
+
+def _geomean(values):
+    values = [v for v in values if isinstance(v, (int, float)) and v > 0]
+    return math.exp(statistics.mean(math.log(v) for v in values)) if values else None
+
+
+def _time_fn(fn, args, *, check=None, carry=None):
+    """(median seconds per call of `fn(*args)`, `check(first output)`). Each call covers
+    every input set. With `carry=i` each call's output becomes `args[i]` for the next
+    call (a donated accumulator), so `check` runs before the output is consumed."""
+    args = list(args)
+
+    def call():
+        out = fn(*args)
+        if carry is not None:
+            args[carry] = out
+        return out
+
+    out = jax.block_until_ready(call())  # compile + first run
+    checked = check(out) if check is not None else None
+    del out
+    jax.block_until_ready(call())
     times = []
     for _ in range(_REPS):
         t0 = time.perf_counter()
-        for _ in range(calls):
-            out = fn(*args)
+        for _ in range(_CALLS):
+            out = call()
         jax.block_until_ready(out)
-        times.append((time.perf_counter() - t0) / calls)
-    return statistics.median(times)
+        times.append((time.perf_counter() - t0) / _CALLS)
+    return statistics.median(times), checked
 
 
-def _make_inputs(m, n, k, sets, key):
-    xs, ws = [], []
-    for i in range(sets):
-        kx, kw = jax.random.split(jax.random.fold_in(key, i))
-        xs.append(jax.random.normal(kx, (m, k), jnp.bfloat16))
-        ws.append(jax.random.normal(kw, (n, k), jnp.bfloat16))
-    return xs, ws
+@jax.jit
+def _calc_diff_dev(x, y):
+    """DeepGEMM's calc_diff, 1 - 2 sum(xy) / sum(x^2 + y^2), written as
+    sum((x - y)^2) / sum(x^2 + y^2): the same value, with no cancellation, so float32
+    on the device suffices (a float64 host copy of a 4096x32768 output takes seconds)."""
+    x, y = x.astype(jnp.float32), y.astype(jnp.float32)
+    return jnp.sum(jnp.square(x - y)) / jnp.sum(x * x + y * y)
 
 
-def time_jaxgemm(m, n, k, key, config=None) -> float:
-    """TFLOPS of fp8_gemm_nt alone (for config sweeps)."""
-    sets = _num_sets(m * k + n * k)
-    xs, ws = _make_inputs(m, n, k, sets, key)
-    a = [jaxgemm.per_token_cast_to_fp8(x) for x in xs]
-    b = [jaxgemm.per_block_cast_to_fp8(w) for w in ws]
-    f = jax.jit(lambda a, b: [jaxgemm.fp8_gemm_nt(ai, bi, config=config) for ai, bi in zip(a, b)])
-    return 2.0 * m * n * k * sets / _time_fn(f, (a, b)) / 1e12
+def _diff(got, want) -> float:
+    return float(_calc_diff_dev(got, want))
 
 
-SWEEP_CONFIGS = [
-    {"block_m": 128, "block_n": bn, "cluster_m": c} for bn in (128, 144, 160, 176, 192) for c in (1, 2)
-]
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _gen_bf16(key, m, n, k):
+    kx, kw = jax.random.split(key)
+    return jax.random.normal(kx, (m, k), jnp.bfloat16), jax.random.normal(kw, (n, k), jnp.bfloat16)
 
 
-def sweep(ms, key):
-    """Every SWEEP_CONFIGS entry on every shape: what the heuristic should pick."""
-    for m in ms:
-        for n, k in DEEPSEEK_V3_NK:
-            heur = jaxgemm.fp8_gemm_config(m, n, k)
-            line = [f"M={m} N={n} K={k} heuristic {heur['block_m']}x{heur['block_n']}c{heur['cluster_m']}:"
-                    f" {time_jaxgemm(m, n, k, key):.0f} |"]
-            for cfg in SWEEP_CONFIGS:
-                line.append(f"{cfg['block_n']}c{cfg['cluster_m']} {time_jaxgemm(m, n, k, key, cfg):.0f}")
-            print(" ".join(line), flush=True)
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _gen_fp8(key, m, n, k, b_rows):
+    """One FP8 input set: A per token, B per 128x128 block (or per row when `b_rows`)."""
+    x, w = _gen_bf16(key, m, n, k)
+    b = jaxgemm.per_token_cast_to_fp8(w) if b_rows else jaxgemm.per_block_cast_to_fp8(w)
+    return jaxgemm.per_token_cast_to_fp8(x), b
 
 
-def bench_shape(m, n, k, key, config=None):
-    flops = 2.0 * m * n * k
-    results = {}
+@functools.partial(jax.jit, static_argnums=(1,))
+def _gen_f32(key, shape):
+    return jax.random.normal(key, shape, jnp.float32)
 
-    # jaxgemm: FP8 operands (1 byte) + scales.
-    sets = _num_sets(m * k + n * k)
-    xs, ws = _make_inputs(m, n, k, sets, key)
-    a = [jaxgemm.per_token_cast_to_fp8(x) for x in xs]
-    b = [jaxgemm.per_block_cast_to_fp8(w) for w in ws]
-    f = jax.jit(lambda a, b: [jaxgemm.fp8_gemm_nt(ai, bi, config=config) for ai, bi in zip(a, b)])
-    results["jaxgemm"] = flops * sets / _time_fn(f, (a, b))
 
-    # Accuracy of this very run against the dequantized-input reference (float32 HIGHEST).
-    got = f(a[:1], b[:1])[0]
-    want = reference.fp8_gemm_nt(a[0][0], a[0][1], b[0][0], b[0][1], out_dtype=jnp.float32)
-    results["calc_diff"] = jaxgemm.calc_diff(got, want)
+# Transposes a (data, scales) pair or an array: the operand stored in the other layout.
+_swap = jax.jit(lambda t: jax.tree.map(lambda x: x.T, t))
+
+
+@jax.jit
+def _ref_fp8(a, b, c=None):
+    return reference.fp8_gemm_nt(a[0], a[1], b[0], b[1], c, jnp.float32)
+
+
+@jax.jit
+def _ref_bf16(x, w):
+    return reference.bf16_gemm(x, w, "nt", out_dtype=jnp.float32)
+
+
+def _set_keys(key, tag, sets):
+    return [jax.random.fold_in(jax.random.fold_in(key, tag), i) for i in range(sets)]
+
+
+def _config(config_fn, m, n, k, **kw) -> dict:
+    """The kernel config the heuristic picks (as the lowering would), or {"error": ...}."""
+    try:
+        return config_fn(m, n, k, num_sms=_num_sms(), **kw)
+    except Exception as e:  # noqa: BLE001
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def _cfg_str(c) -> str:
+    if "error" in c:
+        return "?"
+    return f"{c['block_m']}x{c['block_n']}x{c['num_stages']}" + ("c2" if c.get("cluster_m", 1) > 1 else "")
+
+
+# ----------------------------------------------------------------------------- sections
+
+def _measure(errors, name, flops, fn, args, *, check=None, carry=None):
+    """(TFLOPS, check's value) of `_time_fn(fn, args)`, `flops` covering one call; on an
+    exception (None, None) with the error kept under `errors[name]`: one broken op
+    must not cost the whole run."""
+    try:
+        t, checked = _time_fn(fn, args, check=check, carry=carry)
+    except Exception as e:  # noqa: BLE001
+        msg = str(e).strip().splitlines()
+        errors[name] = f"{type(e).__name__}: {msg[0] if msg else ''}"[:240]
+        print(f"  ERROR {name}: {errors[name]}", flush=True)
+        return None, None
+    return flops / t / 1e12, checked
+
+
+def bench_fp8(m, n, k, key, config=None, xla_bf16=None) -> dict:
+    """fp8_gemm_{nt,nn,tn,tt} and the XLA FP8 baselines; TFLOPS. `xla_bf16` (TFLOPS of
+    XLA's bf16 nt dot, timed with the BF16 section's inputs) is reported alongside."""
+    sets = _num_sets(_fp8_bytes(m, n, k))
+    flops = 2.0 * m * n * k * sets
+    a, b = map(list, zip(*(_gen_fp8(s, m, n, k, False) for s in _set_keys(key, 1, sets))))
+    want = _ref_fp8(a[0], b[0])
+    r = {"sets": sets, "calc_diff": {}, "errors": {}}
+    # Operands as stored in each layout: a "t" A is [K, M] with scales [ceil(K/128), M],
+    # an "n" B is [K, N] with block scales [ceil(K/128), ceil(N/128)]. Made outside the
+    # timed function, so that only the op's own relayout is timed.
+    a_km = [_swap(p) for p in a]
+    b_kn = [_swap(p) for p in b]
+    for layout in LAYOUTS:
+        a_t, b_t = reference.LAYOUTS[layout]
+        op = _FP8_OPS[layout]
+        f = jax.jit(lambda a, b, op=op: [op(x, y, config=config) for x, y in zip(a, b)])
+        r[layout], diff = _measure(r["errors"], layout, flops, f, (a_km if a_t else a, b_kn if b_t else b),
+                                   check=lambda out: _diff(out[0], want))
+        if diff is not None:
+            r["calc_diff"][layout] = diff
+    del a_km, b_kn
 
     # XLA FP8 with per-tensor scales (cuBLASLt), same FP8 data.
     sa = [jnp.max(ai[1]) for ai in a]
@@ -131,9 +241,10 @@ def bench_shape(m, n, k, key, config=None):
                                    preferred_element_type=jnp.float32).astype(jnp.bfloat16)
 
     g = jax.jit(lambda a, sa, b, sb: [fp8_dot(x[0], s, y[0], t) for x, s, y, t in zip(a, sa, b, sb)])
-    results["xla_fp8"] = flops * sets / _time_fn(g, (a, sa, b, sb))
-    hlo = g.lower(a[:1], sa[:1], b[:1], sb[:1]).compile().as_text()
-    results["xla_fp8_is_cublaslt_fp8"] = "__cublas$lt$matmul$f8" in hlo
+    r["xla_fp8"], _ = _measure(r["errors"], "xla_fp8", flops, g, (a, sa, b, sb))
+    if r["xla_fp8"] is not None:
+        # Same arguments as timed: JAX reuses the executable, nothing is compiled again.
+        r["xla_fp8_is_cublaslt_fp8"] = "__cublas$lt$matmul$f8" in g.lower(a, sa, b, sb).compile().as_text()
 
     # XLA's blockwise emulation: dequantize with the block scales, bf16 dot.
     def blockwise(ai, bi):
@@ -142,44 +253,118 @@ def bench_shape(m, n, k, key, config=None):
         return jnp.dot(da, db.T, preferred_element_type=jnp.bfloat16)
 
     h = jax.jit(lambda a, b: [blockwise(ai, bi) for ai, bi in zip(a, b)])
-    results["xla_blockwise"] = flops * sets / _time_fn(h, (a, b))
-    del a, b, sa, sb
+    r["xla_blockwise"], _ = _measure(r["errors"], "xla_blockwise", flops, h, (a, b))
+    r["xla_bf16"] = xla_bf16
+    r["config"] = _config(jaxgemm.fp8_gemm_config, m, n, k, config=config)
+    return r
 
-    # XLA bf16 dot on bf16 operands (2 bytes each).
-    sets16 = _num_sets(2 * (m * k + n * k))
-    xs, ws = xs[:sets16], ws[:sets16]
-    if len(xs) < sets16:
-        xs, ws = _make_inputs(m, n, k, sets16, key)
-    d = jax.jit(lambda xs, ws: [jnp.dot(x, w.T, preferred_element_type=jnp.bfloat16) for x, w in zip(xs, ws)])
-    results["xla_bf16"] = flops * sets16 / _time_fn(d, (xs, ws))
-    return {k_: (v / 1e12 if isinstance(v, float) and k_ not in ("calc_diff",) else v)
-            for k_, v in results.items()}
 
+def bench_fp8_1d1d(m, n, k, key) -> dict:
+    """fp8_gemm_nt, 1x128 scales on A and B, D = C + A @ B^T in FP32; TFLOPS."""
+    # The L2 rule on A and B alone (C, M*N*4 bytes per set, comes on top).
+    sets = _num_sets(_fp8_bytes(m, n, k, b_rows=True))
+    a, b = map(list, zip(*(_gen_fp8(s, m, n, k, True) for s in _set_keys(key, 2, sets))))
+    cs = [_gen_f32(s, (m, n)) for s in _set_keys(key, 3, sets)]
+    want = _ref_fp8(a[0], b[0], cs[0])
+    f = jax.jit(lambda a, b, cs: [jaxgemm.fp8_gemm_nt(x, y, c, out_dtype=jnp.float32)
+                                  for x, y, c in zip(a, b, cs)], donate_argnums=2)
+    r = {"sets": sets, "errors": {}}
+    r["tflops"], r["calc_diff"] = _measure(r["errors"], "1d1d", 2.0 * m * n * k * sets, f, (a, b, cs),
+                                           carry=2, check=lambda out: _diff(out[0], want))
+    r["config"] = _config(jaxgemm.fp8_gemm_config, m, n, k, out_dtype=jnp.float32, sfb_per_row=True,
+                          c_dtype=jnp.float32)
+    return r
+
+
+def bench_bf16(m, n, k, key, config=None, jaxgemm_ops=True) -> dict:
+    """bf16_gemm_{nt,nn,tn,tt} against XLA's dot_general in the same layout; TFLOPS.
+    With `jaxgemm_ops=False` only XLA's nt dot (the FP8 section's bf16 baseline)."""
+    sets = _num_sets(2 * (m * k + n * k))
+    flops = 2.0 * m * n * k * sets
+    xs, ws = map(list, zip(*(_gen_bf16(s, m, n, k) for s in _set_keys(key, 4, sets))))
+    r = {"sets": sets, "jaxgemm": {}, "xla": {}, "ratio": {}, "calc_diff": {}, "config": {}, "errors": {}}
+    layouts = LAYOUTS if jaxgemm_ops else ("nt",)
+    want = _ref_bf16(xs[0], ws[0]) if jaxgemm_ops else None
+    xs_km = [_swap(x) for x in xs] if jaxgemm_ops else None  # A stored [K, M]
+    ws_kn = [_swap(w) for w in ws] if jaxgemm_ops else None  # B stored [K, N]
+    for layout in layouts:
+        a_t, b_t = reference.LAYOUTS[layout]
+        args = (xs_km if a_t else xs, ws_kn if b_t else ws)
+        dims = (_XLA_CONTRACT[layout], ((), ()))
+        d = jax.jit(lambda xs, ws, dims=dims: [
+            jax.lax.dot_general(x, w, dims, preferred_element_type=jnp.bfloat16) for x, w in zip(xs, ws)])
+        r["xla"][layout], _ = _measure(r["errors"], f"xla_{layout}", flops, d, args)
+        if not jaxgemm_ops:
+            continue
+        op = _BF16_OPS[layout]
+        f = jax.jit(lambda xs, ws, op=op: [op(x, w, config=config) for x, w in zip(xs, ws)])
+        r["jaxgemm"][layout], diff = _measure(r["errors"], layout, flops, f, args,
+                                              check=lambda out: _diff(out[0], want))
+        if diff is not None:
+            r["calc_diff"][layout] = diff
+        if r["jaxgemm"][layout] and r["xla"][layout]:
+            r["ratio"][layout] = r["jaxgemm"][layout] / r["xla"][layout]
+        r["config"][layout] = _config(jaxgemm.bf16_gemm_config, m, n, k, layout=layout, config=config)
+    return r
+
+
+# ----------------------------------------------------------------------------- sweep
+
+def time_jaxgemm(m, n, k, key, config=None) -> float:
+    """TFLOPS of fp8_gemm_nt alone (for config sweeps)."""
+    sets = _num_sets(_fp8_bytes(m, n, k))
+    a, b = map(list, zip(*(_gen_fp8(s, m, n, k, False) for s in _set_keys(key, 1, sets))))
+    f = jax.jit(lambda a, b: [jaxgemm.fp8_gemm_nt(ai, bi, config=config) for ai, bi in zip(a, b)])
+    return 2.0 * m * n * k * sets / _time_fn(f, (a, b))[0] / 1e12
+
+
+SWEEP_CONFIGS = [
+    {"block_m": 128, "block_n": bn, "cluster_m": c} for bn in (128, 144, 160, 176, 192) for c in (1, 2)
+]
+
+
+def sweep(ms, shapes, key):
+    """Every SWEEP_CONFIGS entry on every shape: what the heuristic should pick."""
+    for m in ms:
+        for n, k in shapes:
+            heur = jaxgemm.fp8_gemm_config(m, n, k, num_sms=_num_sms())
+            line = [(f"M={m} N={n} K={k} heuristic {heur['block_m']}x{heur['block_n']}c{heur['cluster_m']}:"
+                     f" {time_jaxgemm(m, n, k, key):.0f} |")]
+            for cfg in SWEEP_CONFIGS:
+                line.append(f"{cfg['block_n']}c{cfg['cluster_m']} {time_jaxgemm(m, n, k, key, cfg):.0f}")
+            print(" ".join(line), flush=True)
+
+
+# ----------------------------------------------------------------------------- JIT cost
 
 _JIT_PROBE = """
 import json, sys, time
 import jaxgemm._runtime as r
 r.configure_jit()
 r.device_info(0)  # the driver is initialised in any JAX process already: keep it out
-cfg = json.loads(sys.argv[1])
+op, cfg = sys.argv[1], json.loads(sys.argv[2])
+load = r.extension().load_fp8_gemm_kernel if op == "fp8" else r.extension().load_bf16_gemm_kernel
 t = time.perf_counter()
-r.extension().load_fp8_gemm_kernel(cfg)
+load(cfg)
 print(json.dumps({"seconds": time.perf_counter() - t}))
 """
 
 
-def jit_costs(m, n, k) -> dict:
-    """Cold NVCC, cold NVRTC and warm-cache first-call times for one kernel, each in a
-    fresh process with its own cache folder."""
-    cfg = jaxgemm.fp8_gemm_config(m, n, k)
+def jit_costs(op, m, n, k) -> dict:
+    """Cold NVCC, cold NVRTC and warm-cache first-call times for one kernel ("fp8": the
+    1D2D nt kernel, "bf16": the nt kernel), each in a fresh process with its own cache."""
+    if op == "fp8":
+        cfg = jaxgemm.fp8_gemm_config(m, n, k)
+    else:
+        cfg = jaxgemm.bf16_gemm_config(m, n, k)
     out = {"config": cfg}
 
     def probe(cache, nvrtc):
         env = dict(os.environ, JAXGEMM_JIT_CACHE_DIR=cache, JAXGEMM_JIT_USE_NVRTC="1" if nvrtc else "0")
-        p = subprocess.run([sys.executable, "-c", _JIT_PROBE, json.dumps(cfg)], env=env,
-                           capture_output=True, text=True)
+        p = subprocess.run([sys.executable, "-c", _JIT_PROBE, op, json.dumps(cfg)], env=env,
+                           capture_output=True, text=True, check=False)
         if p.returncode != 0:
-            return f"failed: {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else p.returncode}"
+            return f"failed: {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else p.returncode}"[:120]
         return json.loads(p.stdout.strip().splitlines()[-1])["seconds"]
 
     with tempfile.TemporaryDirectory() as nvcc_cache, tempfile.TemporaryDirectory() as nvrtc_cache:
@@ -189,62 +374,347 @@ def jit_costs(m, n, k) -> dict:
     return out
 
 
+def _precompile(sections, ms, shapes, config, bf16_config):
+    """Fills the JIT cache with every jaxgemm kernel the run will launch, in parallel
+    (the specs are those the ops bind). Returns (kernel count or error text, seconds)."""
+    from jaxgemm.ops.gemm_primitive import GemmSpec, normalize_config
+    from jaxgemm.precompile import precompile
+
+    t0 = time.perf_counter()
+    try:
+        fp8_cfg = normalize_config(config, "fp8_gemm_nt")
+        bf16_cfg = normalize_config(bf16_config, "bf16_gemm_nt")
+        gemms = []
+        for m in ms:
+            for n, k in shapes:
+                if "fp8" in sections:  # every FP8 layout runs the nt kernel after its relayout
+                    gemms.append((GemmSpec("fp8", "bfloat16", config=fp8_cfg), m, n, k, 1))
+                if "fp8_1d1d" in sections:
+                    gemms.append((GemmSpec("fp8", "float32", True, "float32", sfb_per_row=True), m, n, k, 1))
+                if "bf16" in sections:
+                    for layout in LAYOUTS:
+                        a_t, b_t = reference.LAYOUTS[layout]
+                        gemms.append((GemmSpec("bf16", "bfloat16", a_mn_major=a_t, b_mn_major=b_t,
+                                               config=bf16_cfg), m, n, k, 1))
+        count = precompile(gemms) if gemms else 0
+    except Exception as e:  # noqa: BLE001 - the run still works: kernels compile on first use
+        return f"none (failed: {type(e).__name__}: {e}; kernels compile on first use)", time.perf_counter() - t0
+    return count, time.perf_counter() - t0
+
+
+# ----------------------------------------------------------------------------- report
+
+def _ratio(x, y):
+    return x / y if x and y else None
+
+
+def _flat(row) -> dict:
+    """The numbers of one (M, N, K) row under flat keys, for tables and geomeans (None
+    where a measurement failed)."""
+    out = {}
+    fp8, d11, bf = row.get("fp8"), row.get("fp8_1d1d"), row.get("bf16")
+    if fp8:
+        for layout in LAYOUTS:
+            out[f"fp8.{layout}"] = fp8[layout]
+            if layout != "nt":
+                out[f"fp8.{layout}/nt"] = _ratio(fp8[layout], fp8["nt"])
+        for base in ("xla_bf16", "xla_fp8", "xla_blockwise"):
+            out[f"fp8.{base}"] = fp8[base]
+            out[f"fp8.nt/{base}"] = _ratio(fp8["nt"], fp8[base])
+        out["fp8.calc_diff"] = _worst(fp8["calc_diff"].values())
+        out["fp8.config"] = _cfg_str(fp8["config"])
+    if d11:
+        out["1d1d"] = d11["tflops"]
+        if fp8:
+            out["1d1d/nt"] = _ratio(d11["tflops"], fp8["nt"])
+        out["1d1d.calc_diff"] = d11["calc_diff"]
+        out["1d1d.config"] = _cfg_str(d11["config"])
+    if bf and bf["config"]:
+        for layout in LAYOUTS:
+            out[f"bf16.{layout}"] = bf["jaxgemm"].get(layout)
+            out[f"bf16.xla_{layout}"] = bf["xla"].get(layout)
+            out[f"bf16.{layout}/xla"] = bf["ratio"].get(layout)
+        out["bf16.calc_diff"] = _worst(bf["calc_diff"].values())
+        out["bf16.config"] = " ".join(_cfg_str(bf["config"][layout]) for layout in LAYOUTS)
+    return out
+
+
+def _worst(diffs):
+    """The largest calc_diff, NaN counting as the worst; None if there is none."""
+    diffs = list(diffs)
+    return max(diffs, key=lambda v: math.inf if math.isnan(v) else v) if diffs else None
+
+
+def _geomeans(rows, ms) -> dict:
+    """Per M: the geomean of every TFLOPS and ratio key over the shapes."""
+    out = {}
+    for m in ms:
+        flats = [_flat(r) for r in rows if r["m"] == m]
+        keys = [key for key in (flats[0] if flats else {})
+                if not key.endswith(("calc_diff", "config"))]
+        out[str(m)] = {key: _geomean([f.get(key) for f in flats]) for key in keys}
+    return out
+
+
+def _print_table(title, cols, rows, geo, ms):
+    """cols: (header, flat key, width, format). Rows then one geomean row per M; columns
+    whose key has no value print '-'."""
+    def cell(value, width, fmt):
+        if value is None:
+            return f"{'-':>{width}}"
+        return f"{value:>{width}{fmt}}" if isinstance(value, (int, float)) else f"{value:<{width}}"
+
+    hdr = f"{'M':>5} {'N':>6} {'K':>6} |" + "".join(f" {h:>{w}}" if h != "|" else " |" for h, _, w, _ in cols)
+    print(f"\n{title}")
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        f = _flat(r)
+        print(f"{r['m']:>5} {r['n']:>6} {r['k']:>6} |" +
+              "".join(" |" if h == "|" else " " + cell(f.get(key), w, fmt) for h, key, w, fmt in cols))
+    for m in ms:
+        g = geo.get(str(m), {})
+        print(f"{'geo':>5} {'M=' + str(m):>13} |" +
+              "".join(" |" if h == "|" else " " + cell(g.get(key) if key in g else None, w, fmt)
+                      for h, key, w, fmt in cols))
+
+
+_SEP = ("|", None, 1, "")
+
+
+def _detail_tables(rows, geo, ms):
+    if any("fp8" in r for r in rows):
+        _print_table(
+            "FP8 1D2D, BF16 output: TFLOPS; layout / nt (bar >= 0.9); nt / XLA baseline",
+            [("nt", "fp8.nt", 5, ".0f"), ("nn", "fp8.nn", 5, ".0f"), ("tn", "fp8.tn", 5, ".0f"),
+             ("tt", "fp8.tt", 5, ".0f"), _SEP,
+             ("nn/nt", "fp8.nn/nt", 5, ".2f"), ("tn/nt", "fp8.tn/nt", 5, ".2f"), ("tt/nt", "fp8.tt/nt", 5, ".2f"),
+             _SEP, ("bf16", "fp8.xla_bf16", 5, ".0f"), ("fp8/t", "fp8.xla_fp8", 5, ".0f"),
+             ("blkw", "fp8.xla_blockwise", 5, ".0f"), _SEP,
+             ("xbf16", "fp8.nt/xla_bf16", 5, ".2f"), ("xfp8", "fp8.nt/xla_fp8", 5, ".2f"),
+             ("xblkw", "fp8.nt/xla_blockwise", 5, ".2f"), _SEP,
+             ("calc_diff", "fp8.calc_diff", 9, ".2e"), ("config", "fp8.config", 10, "")],
+            rows, geo, ms)
+    if any("fp8_1d1d" in r for r in rows):
+        _print_table(
+            "FP8 1D1D (1x128 scales on A and B), D = C + A @ B^T in FP32: TFLOPS; / FP8 1D2D nt",
+            [("1d1d", "1d1d", 5, ".0f"), ("/nt", "1d1d/nt", 5, ".2f"), _SEP,
+             ("calc_diff", "1d1d.calc_diff", 9, ".2e"), ("config", "1d1d.config", 10, "")],
+            rows, geo, ms)
+    if any(r.get("bf16", {}).get("config") for r in rows):
+        cols = []
+        for layout in LAYOUTS:
+            cols += [(layout, f"bf16.{layout}", 5, ".0f"), ("xla", f"bf16.xla_{layout}", 5, ".0f"),
+                     ("x", f"bf16.{layout}/xla", 4, ".2f"), _SEP]
+        cols += [("calc_diff", "bf16.calc_diff", 9, ".2e"), ("configs nt nn tn tt", "bf16.config", 19, "")]
+        _print_table("BF16: jaxgemm TFLOPS, XLA dot_general TFLOPS (same layout), x = jaxgemm / XLA",
+                     cols, rows, geo, ms)
+
+
+def _summary(rows, geo, ms, jit, run_times, notes):
+    """The compact table, printed last (<= ~30 lines for 12 rows)."""
+    def has(sec):
+        return any(sec in r and (sec != "bf16" or r["bf16"]["config"]) for r in rows)
+
+    cols = []
+    if has("fp8"):
+        cols += [("fp8nt", "fp8.nt", 5, ".0f"), ("nn/nt", "fp8.nn/nt", 5, ".2f"), ("tn/nt", "fp8.tn/nt", 5, ".2f"),
+                 ("tt/nt", "fp8.tt/nt", 5, ".2f"), ("xbf16", "fp8.nt/xla_bf16", 5, ".2f"),
+                 ("xfp8", "fp8.nt/xla_fp8", 5, ".2f"), ("xblkw", "fp8.nt/xla_blockwise", 5, ".2f"), _SEP]
+    if has("fp8_1d1d"):
+        cols += [("1d1d", "1d1d", 5, ".0f"), _SEP]
+    if has("bf16"):
+        cols += [(f"b{layout}", f"bf16.{layout}", 5, ".0f") for layout in LAYOUTS]
+        cols += [(f"x{layout}", f"bf16.{layout}/xla", 4, ".2f") for layout in LAYOUTS]
+    if cols:
+        if cols[-1] is _SEP:
+            cols.pop()
+        legend = []
+        if has("fp8"):
+            legend.append("fp8nt FP8 nt TFLOPS, nn/nt.. layout/nt (bar 0.9), xbf16 xfp8 xblkw nt/XLA "
+                          "(bf16, FP8 per-tensor, blockwise)")
+        if has("fp8_1d1d"):
+            legend.append("1d1d FP8 1D1D f32+C TFLOPS")
+        if has("bf16"):
+            legend.append("bnt.. BF16 TFLOPS, xnt.. BF16/XLA same layout")
+        _print_table("== SUMMARY (detail tables above)\n" + "; ".join(legend), cols, rows, geo, ms)
+    flats = [_flat(r) for r in rows]
+    ratios = [(f[f"fp8.{lay}/nt"], lay, r) for f, r in zip(flats, rows) for lay in LAYOUTS[1:]
+              if f.get(f"fp8.{lay}/nt") is not None]
+    if ratios:
+        below = sorted((x for x in ratios if x[0] < LAYOUT_BAR), key=lambda x: x[0])
+        worst = min(ratios, key=lambda x: x[0])
+        line = (f"FP8 layouts >= {LAYOUT_BAR}x nt: {len(ratios) - len(below)}/{len(ratios)}; "
+                f"worst {worst[1]} {worst[0]:.2f} at {worst[2]['m']}x{worst[2]['n']}x{worst[2]['k']}")
+        if below:
+            line += "; below: " + ", ".join(f"{lay} {x:.2f} ({r['m']}x{r['n']}x{r['k']})"
+                                            for x, lay, r in below[:4])
+            line += f" (+{len(below) - 4} more)" if len(below) > 4 else ""
+        print(line)
+    checks = []
+    for key, label, bar in (("fp8.calc_diff", "fp8", 1e-3), ("1d1d.calc_diff", "1d1d", 1e-3),
+                            ("bf16.calc_diff", "bf16", 1e-5)):
+        worst = _worst(f[key] for f in flats if f.get(key) is not None)
+        if worst is not None:
+            checks.append(f"{label} {worst:.1e}{'' if worst < bar else ' FAIL(bar ' + format(bar, '.0e') + ')'}")
+    if checks:
+        line = "max calc_diff: " + ", ".join(checks)
+        lt = [r["fp8"]["xla_fp8_is_cublaslt_fp8"] for r in rows if "xla_fp8_is_cublaslt_fp8" in r.get("fp8", {})]
+        if lt:
+            line += f"; xla_fp8 is cuBLASLt FP8: {all(lt)}"
+        print(line)
+    errors = [(f"{sec} {name} {r['m']}x{r['n']}x{r['k']}", msg) for r in rows for sec in ("fp8", "fp8_1d1d", "bf16")
+              for name, msg in r.get(sec, {}).get("errors", {}).items()]
+    if errors:
+        print(f"ERRORS ({len(errors)} measurements failed; all in the log and --json): "
+              + "; ".join(f"{where}: {msg[:100]}" for where, msg in errors[:2]))
+    if isinstance(jit, dict):
+        for op, j in jit.items():
+            print(f"JIT {op} kernel ({'x'.join(map(str, _JIT_SHAPE))}, {_cfg_str(j['config'])}): "
+                  f"cold NVCC {_fmt(j['cold_nvcc_s'], 2)} s, cold NVRTC {_fmt(j['cold_nvrtc_s'], 2)} s, "
+                  f"warm-cache first load {_fmt(j['warm_cache_s'], 4)} s")
+    elif jit:
+        print(f"JIT: {jit}")
+    for note in notes:
+        print(note)
+    print("wall time: " + ", ".join(f"{key} {v:.0f} s" for key, v in run_times.items()))
+
+
+def _n(v, fmt=".0f"):
+    return "-" if v is None else format(v, fmt)
+
+
 def _fmt(v, digits=0):
     return f"{v:.{digits}f}" if isinstance(v, (int, float)) else str(v)
+
+
+# ----------------------------------------------------------------------------- main
+
+def _parse_shapes(text):
+    shapes = []
+    for item in text.split(","):
+        try:
+            n, k = (int(v) for v in item.lower().split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected NxK[,NxK...], got {item!r}") from None
+        shapes.append((n, k))
+    return shapes
+
+
+def _parse_sections(text):
+    sections = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown {sorted(unknown)}; choose from {SECTIONS}")
+    return sections
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--m", type=int, nargs="*", default=list(DEFAULT_MS), help="M values")
+    parser.add_argument("--sections", type=_parse_sections, default=list(SECTIONS),
+                        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)")
+    parser.add_argument("--shapes", type=_parse_shapes, default=DEEPSEEK_V3_NK,
+                        help="comma-separated NxK shapes (default: DeepSeek-V3's six), e.g. 256x256 "
+                             "for a quick check on CPU")
     parser.add_argument("--json", help="write the results to this file")
-    parser.add_argument("--no-jit", action="store_true", help="skip the JIT cost probes")
-    parser.add_argument("--config", help="JSON dict pinning the kernel config for every shape")
-    parser.add_argument("--sweep", action="store_true", help="time a grid of configs per shape, then stop")
+    parser.add_argument("--no-jit", action="store_true", help="skip the JIT cost probes (= no 'jit' section)")
+    parser.add_argument("--no-precompile", action="store_true",
+                        help="do not compile the kernels in parallel first (each compiles on first use)")
+    parser.add_argument("--config", help="JSON dict pinning the FP8 kernel config (fp8 section) for every shape")
+    parser.add_argument("--bf16-config", help="JSON dict pinning the BF16 kernel config (bf16 section)")
+    parser.add_argument("--sweep", action="store_true", help="time a grid of FP8 configs per shape, then stop")
     args = parser.parse_args(argv)
     config = json.loads(args.config) if args.config else None
+    bf16_config = json.loads(args.bf16_config) if args.bf16_config else None
+    sections = [s for s in args.sections if not (s == "jit" and args.no_jit)]
+    key = jax.random.PRNGKey(0)
     if args.sweep:
-        sweep(args.m, jax.random.PRNGKey(0))
+        sweep(args.m, args.shapes, key)
         return
 
+    t_start = time.perf_counter()
     dev = jax.devices()[0]
-    print(f"device: {dev.device_kind}  jax {jax.__version__}  jaxgemm {jaxgemm.__version__}", flush=True)
-    key = jax.random.PRNGKey(0)
+    gpu = _on_gpu()
+    print(f"device: {dev.device_kind}  jax {jax.__version__}  jaxgemm {jaxgemm.__version__}  "
+          f"sections: {','.join(sections)}", flush=True)
+    notes = []
+    if not gpu:
+        notes.append(f"NOTE: no GPU ({dev.platform}): the ops ran their jnp reference lowering; the "
+                     f"timings mean nothing; configs are shown for {_CPU_NUM_SMS} SMs.")
+        print(notes[-1], flush=True)
+    run_times = {}
+    gemm_sections = [s for s in sections if s != "jit"]
+
+    if gpu and gemm_sections and not args.no_precompile:
+        count, secs = _precompile(gemm_sections, args.m, args.shapes, config, bf16_config)
+        run_times["precompile"] = secs
+        if isinstance(count, str):
+            notes.append(f"NOTE: precompile {count}")
+            print(notes[-1], flush=True)
+        else:
+            print(f"precompiled {count} kernels in {secs:.1f} s", flush=True)
+
     rows = []
     for m in args.m:
-        for n, k in DEEPSEEK_V3_NK:
-            r = bench_shape(m, n, k, key, config)
-            r.update(m=m, n=n, k=k, config=jaxgemm.fp8_gemm_config(m, n, k, config=config))
-            rows.append(r)
-            print(json.dumps(r, default=str), flush=True)
+        for n, k in args.shapes:
+            row = {"m": m, "n": n, "k": k}
+            tag = f"M={m} N={n} K={k}"
+            xla_bf16 = None
+            if "bf16" in sections or "fp8" in sections:
+                t0 = time.perf_counter()
+                bf = bench_bf16(m, n, k, key, bf16_config, jaxgemm_ops="bf16" in sections)
+                xla_bf16 = bf["xla"]["nt"]
+                # Without the bf16 section, only the FP8 section's bf16 baseline ran.
+                sec = "bf16" if "bf16" in sections else "fp8"
+                run_times[sec] = run_times.get(sec, 0.0) + time.perf_counter() - t0
+                if "bf16" in sections:
+                    row["bf16"] = bf
+                    print(f"[bf16] {tag}: " + "  ".join(
+                        f"{lay} {_n(bf['jaxgemm'].get(lay))}/{_n(bf['xla'].get(lay))}" for lay in LAYOUTS) +
+                        f"  (jaxgemm/XLA)  calc_diff {_n(_worst(bf['calc_diff'].values()), '.1e')}"
+                        f"  [{time.perf_counter() - t0:.1f} s]", flush=True)
+            if "fp8" in sections:
+                t0 = time.perf_counter()
+                r = bench_fp8(m, n, k, key, config, xla_bf16)
+                run_times["fp8"] = run_times.get("fp8", 0.0) + time.perf_counter() - t0
+                row["fp8"] = r
+                print(f"[fp8] {tag}: " + " ".join(f"{lay} {_n(r[lay])}" for lay in LAYOUTS) +
+                      f" | xla bf16 {_n(r['xla_bf16'])} fp8/t {_n(r['xla_fp8'])} blkw {_n(r['xla_blockwise'])}"
+                      f"  calc_diff {_n(_worst(r['calc_diff'].values()), '.1e')}"
+                      f"  [{time.perf_counter() - t0:.1f} s]", flush=True)
+            if "fp8_1d1d" in sections:
+                t0 = time.perf_counter()
+                r = bench_fp8_1d1d(m, n, k, key)
+                run_times["fp8_1d1d"] = run_times.get("fp8_1d1d", 0.0) + time.perf_counter() - t0
+                row["fp8_1d1d"] = r
+                print(f"[fp8_1d1d] {tag}: {_n(r['tflops'])}  calc_diff {_n(r['calc_diff'], '.1e')}"
+                      f"  [{time.perf_counter() - t0:.1f} s]", flush=True)
+            if len(row) > 3:
+                rows.append(row)
 
-    jit = None if args.no_jit else jit_costs(4096, 7168, 16384)
+    jit = None
+    if "jit" in sections:
+        if gpu:
+            t0 = time.perf_counter()
+            jit = {op: jit_costs(op, *_JIT_SHAPE) for op in ("fp8", "bf16")}
+            run_times["jit"] = time.perf_counter() - t0
+        else:
+            jit = f"section skipped: it needs a CUDA GPU (device 0 is {dev.platform})"
+            print(f"JIT cost {jit}", flush=True)
+    run_times["total"] = time.perf_counter() - t_start
+
+    geo = _geomeans(rows, args.m)
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"device": dev.device_kind, "jax": jax.__version__, "rows": rows, "jit": jit}, fh,
+            json.dump({"device": dev.device_kind, "jax": jax.__version__, "jaxgemm": jaxgemm.__version__,
+                       "argv": sys.argv[1:] if argv is None else list(argv), "sections": sections,
+                       "rows": rows, "geomeans": geo, "jit": jit, "wall_s": run_times}, fh,
                       indent=1, default=str)
 
-    print("\nTFLOPS (higher is better); ratio = jaxgemm / alternative")
-    hdr = f"{'M':>5} {'N':>6} {'K':>6} | {'jaxgemm':>7} {'bf16':>6} {'fp8/t':>6} {'blkw':>6} | " \
-          f"{'x bf16':>6} {'x fp8':>6} {'x blkw':>6} | {'calc_diff':>9} | config"
-    print(hdr)
-    print("-" * len(hdr))
-    for r in rows:
-        c = r["config"]
-        print(f"{r['m']:>5} {r['n']:>6} {r['k']:>6} | {r['jaxgemm']:>7.0f} {r['xla_bf16']:>6.0f} "
-              f"{r['xla_fp8']:>6.0f} {r['xla_blockwise']:>6.0f} | {r['jaxgemm'] / r['xla_bf16']:>6.2f} "
-              f"{r['jaxgemm'] / r['xla_fp8']:>6.2f} {r['jaxgemm'] / r['xla_blockwise']:>6.2f} | "
-              f"{r['calc_diff']:>9.2e} | {c['block_m']}x{c['block_n']}x{c['num_stages']} sms={c['num_sms']}")
-    for m in args.m:
-        sel = [r for r in rows if r["m"] == m]
-        gm = {key: math.exp(statistics.mean(math.log(r[key]) for r in sel))
-              for key in ("jaxgemm", "xla_bf16", "xla_fp8", "xla_blockwise")}
-        print(f"geomean M={m}: jaxgemm {gm['jaxgemm']:.0f}  xla_bf16 {gm['xla_bf16']:.0f}  "
-              f"xla_fp8 {gm['xla_fp8']:.0f}  xla_blockwise {gm['xla_blockwise']:.0f}")
     if rows:
-        print(f"xla_fp8 lowered to cuBLASLt FP8: {all(r['xla_fp8_is_cublaslt_fp8'] for r in rows)}")
-    if jit:
-        print(f"JIT (4096x7168x16384 kernel): cold NVCC {_fmt(jit['cold_nvcc_s'], 2)} s, "
-              f"cold NVRTC {_fmt(jit['cold_nvrtc_s'], 2)} s, warm-cache first load {_fmt(jit['warm_cache_s'], 3)} s")
+        _detail_tables(rows, geo, args.m)
+    _summary(rows, geo, args.m, jit, run_times, notes)
 
 
 if __name__ == "__main__":

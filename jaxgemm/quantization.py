@@ -18,6 +18,7 @@ __all__ = [
     "align",
     "per_token_cast_to_fp8",
     "per_block_cast_to_fp8",
+    "per_channel_cast_to_fp8",
     "calc_diff",
     "get_tma_aligned_size",
 ]
@@ -72,6 +73,17 @@ def per_block_cast_to_fp8(x):
     sf = amax / FP8_MAX
     q = (xb / sf).astype(jnp.float8_e4m3fn).reshape(np_, kp)[:n, :k]
     return q, sf[:, 0, :, 0]
+
+
+def per_channel_cast_to_fp8(x):
+    """Quantizes `x` [K, N] with one FP32 scale per column per 128 rows (1x128 groups
+    along the first axis: the K-first operands of `fp8_gemm_tn` and the 1D1D recipe).
+
+    Returns `(x_fp8 [K, N] float8_e4m3fn, scales [ceil(K/128), N] float32)`.
+    """
+    x = _check_float(x, "per_channel_cast_to_fp8", 2)
+    q, sf = per_token_cast_to_fp8(x.T)
+    return q.T, sf.T
 
 
 def calc_diff(x, y) -> float:

@@ -9,54 +9,26 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <sstream>
 #include <stdexcept>
-#include <string>
+
+#include "gemm_config.hpp"
 
 namespace jaxgemm::heuristics {
 
-struct Fp8GemmConfig {
-  int block_m = 128;
-  int block_n = 128;
-  int num_stages = 4;
-  int store_n = 64;    // width of one TMA store of the output (64, 32 or 16 columns)
-  int group_n = 8;     // rasterization band width in n-blocks
-  int num_sms = 132;   // the persistent grid size (a multiple of cluster_m)
-  int cluster_m = 1;   // 2: CTA pairs on adjacent m-blocks share B by TMA multicast
-  int smem_bytes = 0;
-
-  int num_threads() const { return (block_m / 64) * 128 + 128; }
-
-  std::string str() const {
-    std::ostringstream s;
-    s << "block_m=" << block_m << " block_n=" << block_n << " stages=" << num_stages
-      << " store_n=" << store_n << " group_n=" << group_n << " sms=" << num_sms
-      << " cluster_m=" << cluster_m
-      << " smem=" << smem_bytes;
-    return s.str();
-  }
-};
-
-inline int ceil_div(int64_t a, int64_t b) { return static_cast<int>((a + b - 1) / b); }
-
-// The shared memory a config needs; mirrors Fp8Gemm1D2DLayout in the kernel.
-inline int fp8_gemm_smem_bytes(int block_m, int block_n, int stages) {
-  const int per_stage = block_m * 128 + block_n * 128 + block_m * 4;
-  return 1024 + block_m * block_n * 2 + stages * per_stage + stages * 16;
+// The shared memory a config needs; mirrors Fp8GemmLayout in the kernel.
+inline int fp8_gemm_smem_bytes(int block_m, int block_n, int stages, const GemmKind& kind = {}) {
+  const int sfb = kind.sfb_per_row ? (block_n * 4 + 127) / 128 * 128 : 0;  // padded for TMA
+  const int per_stage = block_m * 128 + block_n * 128 + block_m * 4 + sfb;
+  return 1024 + block_m * block_n * kind.out_bytes + stages * per_stage + stages * 16;
 }
 
-inline int store_width(int block_n) {
-  for (int w : {64, 32, 16})
-    if (block_n % w == 0) return w;
-  return 0;
-}
-
-inline Fp8GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_t batches,
-                                            int num_sms, int smem_capacity = 232448) {
+inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_t batches, int num_sms,
+                                         const GemmKind& kind = {}, int smem_capacity = 232448) {
   if (m <= 0 || n <= 0 || k <= 0 || batches <= 0 || num_sms <= 0)
     throw std::invalid_argument("select_fp8_gemm_config: sizes must be positive");
   const int num_k_blocks = ceil_div(k, 128);
-  Fp8GemmConfig best;
+  GemmConfig best;
+  best.kind = kind;
   double best_cycles = 0;
   bool found = false;
   // B multicast (cluster_m = 2) is not chosen here: on an H200 it measured no
@@ -68,7 +40,7 @@ inline Fp8GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int
     // extra scale selection in the promotion measured slower than 160 or 192.
     for (int bn : {16, 32, 64, 96, 112, 128, 144, 160, 192}) {
       int stages = 0;
-      while (stages < 8 && fp8_gemm_smem_bytes(bm, bn, stages + 1) <= smem_capacity) ++stages;
+      while (stages < 8 && fp8_gemm_smem_bytes(bm, bn, stages + 1, kind) <= smem_capacity) ++stages;
       if (stages < 3) continue;
       const int64_t tiles = batches * ceil_div(m, bm) * ceil_div(n, bn);
       const int64_t waves = (tiles + num_sms - 1) / num_sms;
@@ -83,7 +55,7 @@ inline Fp8GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int
       const double load = (bm + bn) * 128.0 / 26.0;
       const double per_k_block = bm == 128 ? std::max({2 * wgmma, wgmma + overhead, load})
                                            : std::max(wgmma + overhead, load);
-      const double per_tile = num_k_blocks * per_k_block + bm * bn * 2.0 / 64 + 500;
+      const double per_tile = num_k_blocks * per_k_block + bm * bn * double(kind.out_bytes) / 64 + 500;
       const double cycles = double(waves) * per_tile;
       const bool better = !found || cycles < best_cycles * 0.999 ||
                           (cycles <= best_cycles * 1.001 && bm * bn > best.block_m * best.block_n);
@@ -93,8 +65,8 @@ inline Fp8GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int
         best.block_m = bm;
         best.block_n = bn;
         best.num_stages = stages;
-        best.store_n = store_width(bn);
-        best.smem_bytes = fp8_gemm_smem_bytes(bm, bn, stages);
+        best.store_n = store_width(bn, kind.out_bytes);
+        best.smem_bytes = fp8_gemm_smem_bytes(bm, bn, stages, kind);
         best.cluster_m = 1;
         // Every SM (shrinking the grid to the fewest SMs with the same number of
         // waves measured 2-5% slower on an H200).

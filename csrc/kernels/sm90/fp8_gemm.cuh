@@ -1,8 +1,12 @@
-// SM90 block-scaled FP8 GEMM, "1D2D" recipe: D[l] = dequant(A[l]) @ dequant(B[l])^T in BF16.
+// SM90 block-scaled FP8 GEMM: D[l] = C[l] + dequant(A[l]) @ dequant(B[l])^T.
 //
-// A is [M, K] e4m3 with one FP32 scale per row per 128 of K (1D); B is [N, K]
-// e4m3 with one FP32 scale per 128x128 block (2D). Both are K-major, as the FP8
-// tensor cores need. L batches share one launch (B may be shared by all).
+// A is [M, K] e4m3 with one FP32 scale per row per 128 of K (1D). B is [N, K]
+// e4m3 with either one FP32 scale per 128x128 block ("1D2D", DeepSeek-V3's
+// forward and dgrad recipe) or, with SFB_PER_ROW, one per row per 128 of K
+// ("1D1D", its weight-gradient recipe). Both are K-major, as the FP8 tensor
+// cores need. D is BF16 or FP32 (OUT_BYTES); C, if any (C_BYTES), is added to
+// the FP32 accumulators before D is rounded. L batches share one launch (B may
+// be shared by all).
 //
 // Work per output tile (BLOCK_M x BLOCK_N, K deep): 2*BM*BN*K FLOPs, loading
 // (BM + BN) * K bytes of operands (plus BM * K/32 of A scales) from L2 into
@@ -35,60 +39,27 @@
 
 #include <cute/arch/cluster_sm90.hpp>
 #include <cute/arch/copy_sm90_tma.hpp>
-#include <cute/arch/mma_sm90_gmma.hpp>
-#include <cute/numeric/integer_sequence.hpp>
 #include <cutlass/arch/barrier.h>
 #include <cutlass/arch/reg_reconfig.h>
 
-#include "fp8_gemm_1d2d_params.h"
+#include "../common/sm90_epilogue.cuh"
+#include "../common/sm90_utils.cuh"
+#include "../common/tile_scheduler.cuh"
+#include "fp8_gemm_params.h"
 
 namespace jaxgemm::sm90 {
-
-using Barrier = cutlass::arch::ClusterTransactionBarrier;
-
-// setmaxnreg budget of the 384-thread (two math warpgroups) kernel: ptxas gives
-// each thread 65536 / 384 rounded down to 8 = 168 registers at entry, and the
-// rebalanced counts must add up to exactly that (an increase beyond what the
-// producer freed blocks forever).
-constexpr unsigned kProducerRegs = 56, kMathRegs = 224;
-
-static_assert(kProducerRegs * 128 + kMathRegs * 256 == 168 * 384, "setmaxnreg budget must balance");
-
-__device__ __forceinline__ void prefetch_tma(const TmaDescriptor* desc) {
-  asm volatile("prefetch.tensormap [%0];" ::"l"(reinterpret_cast<unsigned long long>(desc)) : "memory");
-}
-
-// Shared-memory matrix descriptor of a K-major tile whose rows are 128 bytes,
-// 128B-swizzled, 8-row groups 1024 bytes apart. The tile must be 1024-aligned.
-__device__ __forceinline__ uint64_t smem_desc_k_major_sw128(const void* ptr) {
-  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(ptr));
-  uint64_t desc = 0;
-  desc |= static_cast<uint64_t>((addr >> 4) & 0x3FFF);          // start address
-  desc |= static_cast<uint64_t>(1) << 16;                       // leading byte offset (unused)
-  desc |= static_cast<uint64_t>((1024 >> 4) & 0x3FFF) << 32;    // stride byte offset
-  desc |= static_cast<uint64_t>(1) << 62;                       // 128B swizzle
-  return desc;
-}
-
-template <class Wgmma, int... I>
-__device__ __forceinline__ void wgmma_fma(uint64_t desc_a, uint64_t desc_b, float* acc, bool accumulate,
-                                          cute::integer_sequence<int, I...>) {
-  Wgmma::fma(desc_a, desc_b, acc[I]...,
-             accumulate ? cute::SM90::GMMA::ScaleOut::One : cute::SM90::GMMA::ScaleOut::Zero);
-}
 
 // One 128-deep K block in flight: its pipeline stage and its scales.
 struct KBlock {
   unsigned stage;
   float sa0, sa1;       // A scales of this thread's two rows
-  float sb0, sb1, sb2;  // B scales of the (up to three) 128-row blocks the tile's columns cross
+  float sb0, sb1, sb2;  // 1D2D: B scales of the (up to three) 128-row blocks the tile's columns cross
 };
 
 // The 4 WGMMAs (K = 4 x 32) of one K block into a fresh accumulator.
 template <class Wgmma, unsigned NUM_ACC>
 __device__ __forceinline__ void issue_wgmma_batch(uint64_t desc_a, uint64_t desc_b, float (&acc)[NUM_ACC]) {
-#pragma unroll
-  for (unsigned i = 0; i < NUM_ACC; ++i) cute::warpgroup_fence_operand(acc[i]);
+  fence_accumulators(acc);
   cute::warpgroup_arrive();
 #pragma unroll
   for (unsigned k = 0; k < 4; ++k) {
@@ -131,75 +102,51 @@ __device__ __forceinline__ void promote(float (&final_acc)[NUM_ACC], const float
   }
 }
 
-__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
-  uint32_t r;
-  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-  return r;
+// 1D1D: final += acc * scale_a[row] * scale_b[col], with one B scale per column
+// (`sfb` is this K block's BLOCK_N column scales in shared memory).
+template <unsigned BLOCK_N, unsigned NUM_ACC>
+__device__ __forceinline__ void promote_per_column(float (&final_acc)[NUM_ACC], const float (&acc)[NUM_ACC],
+                                                   const KBlock& blk, const float* sfb, unsigned lane) {
+#pragma unroll
+  for (unsigned j = 0; j < BLOCK_N / 8; ++j) {
+    const float2 sb = *reinterpret_cast<const float2*>(sfb + j * 8 + (lane % 4) * 2);
+    final_acc[j * 4 + 0] += acc[j * 4 + 0] * (blk.sa0 * sb.x);
+    final_acc[j * 4 + 1] += acc[j * 4 + 1] * (blk.sa0 * sb.y);
+    final_acc[j * 4 + 2] += acc[j * 4 + 2] * (blk.sa1 * sb.x);
+    final_acc[j * 4 + 3] += acc[j * 4 + 3] * (blk.sa1 * sb.y);
+  }
 }
 
-__device__ __forceinline__ void st_shared_u32(uint8_t* ptr, uint32_t v) {
-  asm volatile("st.shared.u32 [%0], %1;" ::"r"(static_cast<uint32_t>(__cvta_generic_to_shared(ptr))), "r"(v));
-}
-
-// Maps a linear tile index to (batch, m block, n block). A tile here is
-// CLUSTER_M m-blocks wide (one per CTA of the cluster; an m-block past M is a
-// dummy whose loads read zeros and whose stores are dropped). Tiles run in
-// bands of GROUP_N n-blocks, m fastest within a band, so the CTAs in flight
-// share a few B panels and a few A panels in L2.
-template <unsigned GROUP_N, unsigned CLUSTER_M>
-struct TileScheduler {
-  unsigned num_m_units, num_n_blocks, tiles_per_batch, num_tiles;
-
-  __device__ TileScheduler(unsigned m, unsigned n, unsigned batches, unsigned block_m, unsigned block_n)
-      : num_m_units((m + block_m * CLUSTER_M - 1) / (block_m * CLUSTER_M)),
-        num_n_blocks((n + block_n - 1) / block_n) {
-    tiles_per_batch = num_m_units * num_n_blocks;
-    num_tiles = tiles_per_batch * batches;
-  }
-
-  __device__ __forceinline__ void get(unsigned tile, unsigned rank, unsigned& l, unsigned& m_block,
-                                      unsigned& n_block) const {
-    l = tile / tiles_per_batch;
-    const unsigned r = tile - l * tiles_per_batch;
-    const unsigned band = r / (GROUP_N * num_m_units);
-    const unsigned first_n = band * GROUP_N;
-    const unsigned width = min(GROUP_N, num_n_blocks - first_n);
-    const unsigned idx = r - band * GROUP_N * num_m_units;
-    m_block = (idx / width) * CLUSTER_M + rank;
-    n_block = first_n + idx % width;
-  }
-};
-
-template <unsigned BLOCK_M, unsigned BLOCK_N, unsigned NUM_STAGES, unsigned STORE_N>
-struct Fp8Gemm1D2DLayout {
+template <unsigned BLOCK_M, unsigned BLOCK_N, unsigned NUM_STAGES, bool SFB_PER_ROW, unsigned OUT_BYTES>
+struct Fp8GemmLayout {
   static constexpr unsigned BLOCK_K = 128;
-  static constexpr unsigned SMEM_D = BLOCK_M * BLOCK_N * 2;
+  static constexpr unsigned SMEM_D = BLOCK_M * BLOCK_N * OUT_BYTES;
   static constexpr unsigned SMEM_A = BLOCK_M * BLOCK_K;
   static constexpr unsigned SMEM_B = BLOCK_N * BLOCK_K;
   static constexpr unsigned SMEM_SFA = BLOCK_M * 4;
+  // TMA writes shared memory at 128-byte aligned addresses: pad each stage's B scales.
+  static constexpr unsigned SMEM_SFB = SFB_PER_ROW ? (BLOCK_N * 4 + 127) / 128 * 128 : 0;
   static constexpr unsigned SMEM_BARRIERS = NUM_STAGES * 2 * 8;
   // +1024: the dynamic shared memory base is aligned up to 1024 at run time.
   static constexpr unsigned SMEM_TOTAL =
-      1024 + SMEM_D + NUM_STAGES * (SMEM_A + SMEM_B + SMEM_SFA) + SMEM_BARRIERS;
+      1024 + SMEM_D + NUM_STAGES * (SMEM_A + SMEM_B + SMEM_SFA + SMEM_SFB) + SMEM_BARRIERS;
 };
 
 template <class Wgmma, unsigned BLOCK_M, unsigned BLOCK_N, unsigned NUM_STAGES, unsigned STORE_N,
-          unsigned GROUP_N, unsigned CLUSTER_M>
-__device__ __forceinline__ void fp8_gemm_1d2d(const Fp8Gemm1D2DParams& p) {
-  using Layout = Fp8Gemm1D2DLayout<BLOCK_M, BLOCK_N, NUM_STAGES, STORE_N>;
+          unsigned GROUP_N, unsigned CLUSTER_M, bool SFB_PER_ROW, unsigned OUT_BYTES, unsigned C_BYTES>
+__device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
+  using Layout = Fp8GemmLayout<BLOCK_M, BLOCK_N, NUM_STAGES, SFB_PER_ROW, OUT_BYTES>;
   constexpr unsigned BLOCK_K = Layout::BLOCK_K;
   constexpr unsigned NUM_MATH_WG = BLOCK_M / 64;
   constexpr unsigned NUM_MATH_THREADS = NUM_MATH_WG * 128;
   constexpr unsigned NUM_ACC = BLOCK_N / 2;  // f32 accumulators per thread for m64nN
   static_assert(BLOCK_M == 64 || BLOCK_M == 128, "one or two math warpgroups of 64 rows");
   static_assert(BLOCK_N % 16 == 0 && BLOCK_N <= 256, "BLOCK_N must be a multiple of 16");
-  static_assert(BLOCK_N % STORE_N == 0 && (STORE_N == 64 || STORE_N == 32 || STORE_N == 16),
-                "output chunks are 128, 64 or 32 bytes wide");
   static_assert(CLUSTER_M == 1 || CLUSTER_M == 2, "B is multicast to at most 2 CTAs");
   constexpr unsigned B_ROWS_PER_CTA = BLOCK_N / CLUSTER_M;  // rows of B this CTA loads
   static_assert(B_ROWS_PER_CTA % 8 == 0, "each multicast half of B keeps whole 8-row swizzle atoms");
 
-  // Shared memory: [D staging][A x stages][B x stages][SFA x stages][barriers]
+  // Shared memory: [D staging][A x stages][B x stages][SFA x stages][SFB x stages][barriers]
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>(
       (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~static_cast<uintptr_t>(1023));
@@ -207,7 +154,8 @@ __device__ __forceinline__ void fp8_gemm_1d2d(const Fp8Gemm1D2DParams& p) {
   uint8_t* smem_a = smem_d + Layout::SMEM_D;
   uint8_t* smem_b = smem_a + NUM_STAGES * Layout::SMEM_A;
   float* smem_sfa = reinterpret_cast<float*>(smem_b + NUM_STAGES * Layout::SMEM_B);
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem_sfa + NUM_STAGES * BLOCK_M);
+  float* smem_sfb = smem_sfa + NUM_STAGES * BLOCK_M;
+  uint64_t* full = reinterpret_cast<uint64_t*>(reinterpret_cast<uint8_t*>(smem_sfb) + NUM_STAGES * Layout::SMEM_SFB);
   uint64_t* empty = full + NUM_STAGES;
 
   const unsigned warp_group = threadIdx.x / 128;
@@ -220,6 +168,7 @@ __device__ __forceinline__ void fp8_gemm_1d2d(const Fp8Gemm1D2DParams& p) {
     prefetch_tma(&p.tma_a);
     prefetch_tma(&p.tma_b);
     prefetch_tma(&p.tma_sfa);
+    if constexpr (SFB_PER_ROW) prefetch_tma(&p.tma_sfb);
     prefetch_tma(&p.tma_d);
     for (unsigned s = 0; s < NUM_STAGES; ++s) {
       Barrier::init(&full[s], 1);
@@ -235,7 +184,8 @@ __device__ __forceinline__ void fp8_gemm_1d2d(const Fp8Gemm1D2DParams& p) {
     // ---------------------------------------------------------------- producer
     if constexpr (NUM_MATH_WG > 1) cutlass::arch::warpgroup_reg_dealloc<kProducerRegs>();
     if (threadIdx.x == NUM_MATH_THREADS) {
-      constexpr unsigned STAGE_BYTES = Layout::SMEM_A + Layout::SMEM_B + Layout::SMEM_SFA;
+      // What TMA delivers per stage (the B scales' padding is never written).
+      constexpr unsigned STAGE_BYTES = Layout::SMEM_A + Layout::SMEM_B + Layout::SMEM_SFA + (SFB_PER_ROW ? BLOCK_N * 4 : 0);
       unsigned it = 0;
       for (unsigned tile = first_tile; tile < sched.num_tiles; tile += tile_stride) {
         unsigned l, m_block, n_block;
@@ -261,6 +211,9 @@ __device__ __forceinline__ void fp8_gemm_1d2d(const Fp8Gemm1D2DParams& p) {
           }
           cute::SM90_TMA_LOAD_3D::copy(&p.tma_sfa, &full[s], 0, smem_sfa + s * BLOCK_M, m0,
                                        static_cast<int>(kb), static_cast<int>(l));
+          if constexpr (SFB_PER_ROW)  // each CTA loads its own copy: it is small
+            cute::SM90_TMA_LOAD_3D::copy(&p.tma_sfb, &full[s], 0, smem_sfb + s * (Layout::SMEM_SFB / 4), n0,
+                                         static_cast<int>(kb), lb);
         }
       }
       // The peer CTA arrives on our "empty" barriers remotely: stay alive until
@@ -277,8 +230,7 @@ __device__ __forceinline__ void fp8_gemm_1d2d(const Fp8Gemm1D2DParams& p) {
     const unsigned warp = t / 32, lane = t % 32;
     const unsigned row0 = warp * 16 + lane / 4;  // this thread's rows: row0, row0 + 8 (of the WG's 64)
     const unsigned num_nb = (p.n + 127) / 128;
-    const float* sfb_base = p.sfb;
-    uint8_t* smem_d_wg = smem_d + warp_group * 64 * BLOCK_N * 2;
+    uint8_t* smem_d_wg = smem_d + warp_group * 64 * BLOCK_N * OUT_BYTES;
 
     float final_acc[NUM_ACC];
     unsigned it = 0;
@@ -286,26 +238,28 @@ __device__ __forceinline__ void fp8_gemm_1d2d(const Fp8Gemm1D2DParams& p) {
       unsigned l, m_block, n_block;
       sched.get(tile, rank, l, m_block, n_block);
       const unsigned n0 = n_block * BLOCK_N;
-      // B's scale rows covering this tile: when BLOCK_N does not divide 128 a tile
-      // crosses two 128-row blocks, or three when BLOCK_N > 128 (e.g. 176 columns
-      // from 112 past a boundary); columns before `split` use the first.
+      // 1D2D: B's scale rows covering this tile. When BLOCK_N does not divide 128 a
+      // tile crosses two 128-row blocks, or three when BLOCK_N > 128 (e.g. 176
+      // columns from 112 past a boundary); columns before `split` use the first.
       const unsigned nb0 = n0 / 128;
       const unsigned nb1 = min(nb0 + 1, num_nb - 1);
       const unsigned nb2 = min(nb0 + 2, num_nb - 1);
       const unsigned split = (nb0 + 1) * 128 - n0;
-      const float* sfb = sfb_base + (p.b_batched ? l : 0) * num_nb * num_k_blocks;
+      const float* sfb = p.sfb + (p.b_batched ? l : 0) * num_nb * num_k_blocks;
 
 #pragma unroll
       for (unsigned i = 0; i < NUM_ACC; ++i) final_acc[i] = 0.0f;
 
       // Waits for K block kb's stage and issues its 4 WGMMAs into `acc`; returns
-      // the block's scales (read now: the stage is released before promotion).
+      // the block's scales (read now: in 1D2D the stage is released before promotion).
       auto issue = [&](unsigned kb, float(&acc)[NUM_ACC]) {
         KBlock blk;
         blk.stage = (it + kb) % NUM_STAGES;
-        blk.sb0 = __ldg(sfb + nb0 * num_k_blocks + kb);
-        blk.sb1 = __ldg(sfb + nb1 * num_k_blocks + kb);
-        blk.sb2 = tile_may_cross_three_scale_blocks<BLOCK_N>() ? __ldg(sfb + nb2 * num_k_blocks + kb) : blk.sb1;
+        if constexpr (!SFB_PER_ROW) {
+          blk.sb0 = __ldg(sfb + nb0 * num_k_blocks + kb);
+          blk.sb1 = __ldg(sfb + nb1 * num_k_blocks + kb);
+          blk.sb2 = tile_may_cross_three_scale_blocks<BLOCK_N>() ? __ldg(sfb + nb2 * num_k_blocks + kb) : blk.sb1;
+        }
         Barrier::wait(&full[blk.stage], ((it + kb) / NUM_STAGES) & 1);
         blk.sa0 = smem_sfa[blk.stage * BLOCK_M + warp_group * 64 + row0];
         blk.sa1 = smem_sfa[blk.stage * BLOCK_M + warp_group * 64 + row0 + 8];
@@ -314,11 +268,9 @@ __device__ __forceinline__ void fp8_gemm_1d2d(const Fp8Gemm1D2DParams& p) {
             smem_desc_k_major_sw128(smem_b + blk.stage * Layout::SMEM_B), acc);
         return blk;
       };
-      // After K block `blk`'s WGMMAs completed: release its stage (to this CTA's
-      // producer and its peer's, whose multicast also writes it), then promote.
-      auto finish = [&](const KBlock& blk, float(&acc)[NUM_ACC]) {
-#pragma unroll
-        for (unsigned i = 0; i < NUM_ACC; ++i) cute::warpgroup_fence_operand(acc[i]);
+      // Releases K block `blk`'s stage (to this CTA's producer and its peer's, whose
+      // multicast also writes it).
+      auto release = [&](const KBlock& blk) {
         __syncwarp();
         if (lane == 0) {
           if constexpr (CLUSTER_M == 1) {
@@ -328,7 +280,6 @@ __device__ __forceinline__ void fp8_gemm_1d2d(const Fp8Gemm1D2DParams& p) {
             for (unsigned r = 0; r < CLUSTER_M; ++r) Barrier::arrive(&empty[blk.stage], r, 1);
           }
         }
-        promote<BLOCK_N>(final_acc, acc, blk, split);
       };
 
       // One accumulator set: a second one, to run K block kb+1's WGMMAs while kb is
@@ -338,41 +289,19 @@ __device__ __forceinline__ void fp8_gemm_1d2d(const Fp8Gemm1D2DParams& p) {
       for (unsigned kb = 0; kb < num_k_blocks; ++kb) {
         const KBlock blk = issue(kb, acc);
         cute::warpgroup_wait<0>();
-        finish(blk, acc);
+        fence_accumulators(acc);
+        if constexpr (SFB_PER_ROW) {  // the column scales are read from the stage: promote first
+          promote_per_column<BLOCK_N>(final_acc, acc, blk, smem_sfb + blk.stage * (Layout::SMEM_SFB / 4), lane);
+          release(blk);
+        } else {
+          release(blk);
+          promote<BLOCK_N>(final_acc, acc, blk, split);
+        }
       }
       it += num_k_blocks;
 
-      // ---------------------------------------------------------------- epilogue
-      // The previous tile's TMA stores must have read the staging buffer.
-      if (t == 0) cute::tma_store_wait<0>();
-      cutlass::arch::NamedBarrier::sync(128, 1 + warp_group);
-      // BF16 pairs into STORE_N-wide chunks, each 64 rows x STORE_N*2 bytes,
-      // swizzled as TMA expects: 16-byte unit ^= (byte offset >> 7) & (span/16 - 1).
-      constexpr unsigned SPAN = STORE_N * 2;
-      constexpr unsigned SWIZZLE_MASK = SPAN / 16 - 1;
-#pragma unroll
-      for (unsigned j = 0; j < BLOCK_N / 8; ++j) {
-        const unsigned col = j * 8 + (lane % 4) * 2;
-        uint8_t* chunk = smem_d_wg + (col / STORE_N) * (64 * SPAN);
-#pragma unroll
-        for (unsigned h = 0; h < 2; ++h) {
-          const unsigned row = row0 + 8 * h;
-          unsigned off = row * SPAN + (col % STORE_N) * 2;
-          off ^= ((off >> 7) & SWIZZLE_MASK) << 4;
-          st_shared_u32(chunk + off, pack_bf16x2(final_acc[j * 4 + 2 * h], final_acc[j * 4 + 2 * h + 1]));
-        }
-      }
-      cutlass::arch::fence_view_async_shared();
-      cutlass::arch::NamedBarrier::sync(128, 1 + warp_group);
-      if (t == 0) {
-#pragma unroll
-        for (unsigned c = 0; c < BLOCK_N / STORE_N; ++c) {
-          cute::SM90_TMA_STORE_3D::copy(&p.tma_d, smem_d_wg + c * 64 * SPAN, static_cast<int>(n0 + c * STORE_N),
-                                        static_cast<int>(m_block * BLOCK_M + warp_group * 64),
-                                        static_cast<int>(l));
-        }
-        cute::tma_store_arrive();
-      }
+      const EpilogueCoords at{p.m, p.n, l, m_block * BLOCK_M + warp_group * 64, n0};
+      store_tile<BLOCK_N, STORE_N, OUT_BYTES, C_BYTES>(final_acc, smem_d_wg, &p.tma_d, p.c, at, 1 + warp_group);
     }
     if (t == 0) cute::tma_store_wait<0>();
   }

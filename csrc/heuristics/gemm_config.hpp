@@ -1,0 +1,52 @@
+// The config of one SM90 GEMM kernel instance: what the op asks for (GemmKind,
+// fixed by the call) and how it is tiled (chosen by a heuristic or pinned by a
+// user). Both become template arguments of the generated kernel.
+#pragma once
+
+#include <cstdint>
+#include <sstream>
+#include <string>
+
+namespace jaxgemm::heuristics {
+
+struct GemmKind {
+  bool sfb_per_row = false;  // FP8: B has 1x128 scales (1D1D), else 128x128 blocks (1D2D)
+  bool a_mn_major = false;   // BF16: A is [K, M] (M contiguous), else [M, K]
+  bool b_mn_major = false;   // BF16: B is [K, N] (N contiguous), else [N, K]
+  int out_bytes = 2;         // D: 2 = bf16, 4 = f32
+  int c_bytes = 0;           // C: 0 = none, 2 = bf16, 4 = f32
+};
+
+struct GemmConfig {
+  GemmKind kind;
+  int block_m = 128;
+  int block_n = 128;
+  int num_stages = 4;
+  int store_n = 64;    // columns of one TMA store of the output (at most 128 bytes)
+  int group_n = 8;     // rasterization band width in n-blocks
+  int num_sms = 132;   // the persistent grid size (a multiple of cluster_m)
+  int cluster_m = 1;   // 2: CTA pairs on adjacent m-blocks share B by TMA multicast (FP8)
+  int smem_bytes = 0;
+
+  int num_threads() const { return (block_m / 64) * 128 + 128; }
+
+  std::string str() const {
+    std::ostringstream s;
+    s << "block_m=" << block_m << " block_n=" << block_n << " stages=" << num_stages << " store_n=" << store_n
+      << " group_n=" << group_n << " sms=" << num_sms << " cluster_m=" << cluster_m << " smem=" << smem_bytes
+      << " sfb_per_row=" << kind.sfb_per_row << " a_mn_major=" << kind.a_mn_major
+      << " b_mn_major=" << kind.b_mn_major << " out_bytes=" << kind.out_bytes << " c_bytes=" << kind.c_bytes;
+    return s.str();
+  }
+};
+
+inline int ceil_div(int64_t a, int64_t b) { return static_cast<int>((a + b - 1) / b); }
+
+// The widest output chunk (columns) that divides block_n and spans at most 128 bytes.
+inline int store_width(int block_n, int out_bytes) {
+  for (int w : {64, 32, 16, 8})
+    if (w * out_bytes <= 128 && block_n % w == 0) return w;
+  return 0;
+}
+
+}  // namespace jaxgemm::heuristics

@@ -1,0 +1,68 @@
+// Small SM90 building blocks shared by the GEMM kernels: TMA descriptor
+// prefetch, WGMMA shared-memory descriptors, WGMMA issue, BF16 packing.
+#pragma once
+
+#include <cute/arch/mma_sm90_gmma.hpp>
+#include <cute/numeric/integer_sequence.hpp>
+#include <cutlass/arch/barrier.h>
+
+#include "tma_descriptor.h"
+
+namespace jaxgemm::sm90 {
+
+using Barrier = cutlass::arch::ClusterTransactionBarrier;
+
+// setmaxnreg budget of the 384-thread (two math warpgroups) GEMM kernels: ptxas gives
+// each thread 65536 / 384 rounded down to 8 = 168 registers at entry, and the
+// rebalanced counts must add up to exactly that (an increase beyond what the
+// producer freed blocks forever).
+constexpr unsigned kProducerRegs = 56, kMathRegs = 224;
+
+static_assert(kProducerRegs * 128 + kMathRegs * 256 == 168 * 384, "setmaxnreg budget must balance");
+
+__device__ __forceinline__ void prefetch_tma(const TmaDescriptor* desc) {
+  asm volatile("prefetch.tensormap [%0];" ::"l"(reinterpret_cast<unsigned long long>(desc)) : "memory");
+}
+
+__device__ __forceinline__ uint32_t smem_addr(const void* ptr) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(ptr));
+}
+
+// WGMMA shared-memory descriptor of a 128B-swizzled tile (1024-aligned), in
+// the canonical layouts of the PTX ISA, offsets in bytes:
+//   K-major:  rows of 128 bytes of K; 8-row groups `sbo` apart (1024 when dense).
+//   MN-major: rows of 128 bytes of M (or N) per k; 8-row groups of k `sbo`
+//             apart, 128-byte-wide MN chunks `lbo` apart.
+__device__ __forceinline__ uint64_t smem_desc_sw128(const void* ptr, uint32_t lbo, uint32_t sbo) {
+  uint64_t desc = 0;
+  desc |= static_cast<uint64_t>((smem_addr(ptr) >> 4) & 0x3FFF);  // start address
+  desc |= static_cast<uint64_t>((lbo >> 4) & 0x3FFF) << 16;        // leading byte offset
+  desc |= static_cast<uint64_t>((sbo >> 4) & 0x3FFF) << 32;        // stride byte offset
+  desc |= static_cast<uint64_t>(1) << 62;                          // 128B swizzle
+  return desc;
+}
+
+__device__ __forceinline__ uint64_t smem_desc_k_major_sw128(const void* ptr) {
+  return smem_desc_sw128(ptr, 16, 1024);  // the leading offset is unused for K-major
+}
+
+template <class Wgmma, int... I>
+__device__ __forceinline__ void wgmma_fma(uint64_t desc_a, uint64_t desc_b, float* acc, bool accumulate,
+                                          cute::integer_sequence<int, I...>) {
+  Wgmma::fma(desc_a, desc_b, acc[I]...,
+             accumulate ? cute::SM90::GMMA::ScaleOut::One : cute::SM90::GMMA::ScaleOut::Zero);
+}
+
+template <unsigned NUM_ACC>
+__device__ __forceinline__ void fence_accumulators(float (&acc)[NUM_ACC]) {
+#pragma unroll
+  for (unsigned i = 0; i < NUM_ACC; ++i) cute::warpgroup_fence_operand(acc[i]);
+}
+
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+  uint32_t r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
+}  // namespace jaxgemm::sm90

@@ -1,0 +1,170 @@
+// SM90 BF16 GEMM: D[l] = C[l] + A[l] @ B[l]^T, FP32 accumulation, any major.
+//
+// Unlike FP8, the BF16 tensor cores read either operand K-major or MN-major
+// from shared memory, so all four layouts run without a transpose:
+//   A K-major  [M, K] (rows of K)   or MN-major [K, M] (A_MN_MAJOR)
+//   B K-major  [N, K]               or MN-major [K, N] (B_MN_MAJOR)
+// Each pipeline stage holds a 64-deep K slice (128 bytes of BF16 per row, one
+// 128B swizzle atom). K-major tiles arrive in one TMA box of BLOCK x 64; MN-major
+// ones in 64-wide chunks of 64 (MN) x 64 (K) elements, 8 KiB apart.
+//
+// Work per tile: 2*BM*BN*K FLOPs from 2*(BM + BN)*K bytes, half the FP8 kernel's
+// intensity, but there is no promotion: each math warpgroup keeps its WGMMAs in
+// flight across K blocks (waits for the previous batch only, to free its stage),
+// so the tensor cores see back-to-back work.
+//
+// Warp roles and the epilogue are those of the FP8 kernel (fp8_gemm.cuh): one
+// producer warpgroup issuing TMA loads, 1 or 2 math warpgroups of 64 rows each.
+#pragma once
+
+#include <cute/arch/copy_sm90_tma.hpp>
+#include <cutlass/arch/barrier.h>
+#include <cutlass/arch/reg_reconfig.h>
+
+#include "../common/sm90_epilogue.cuh"
+#include "../common/sm90_utils.cuh"
+#include "../common/tile_scheduler.cuh"
+#include "bf16_gemm_params.h"
+
+namespace jaxgemm::sm90 {
+
+template <unsigned BLOCK_M, unsigned BLOCK_N, unsigned NUM_STAGES, unsigned OUT_BYTES>
+struct Bf16GemmLayout {
+  static constexpr unsigned BLOCK_K = 64;
+  static constexpr unsigned CHUNK = 64 * BLOCK_K * 2;  // one MN-major 64 x 64 box
+  static constexpr unsigned SMEM_D = BLOCK_M * BLOCK_N * OUT_BYTES;
+  static constexpr unsigned SMEM_A = BLOCK_M * BLOCK_K * 2;
+  static constexpr unsigned SMEM_B = BLOCK_N * BLOCK_K * 2;
+  static constexpr unsigned SMEM_BARRIERS = NUM_STAGES * 2 * 8;
+  static constexpr unsigned SMEM_TOTAL = 1024 + SMEM_D + NUM_STAGES * (SMEM_A + SMEM_B) + SMEM_BARRIERS;
+};
+
+// The descriptor of a 64-row slice (m64 WGMMA operand, or all of B) of a stage's
+// tile, and how far one k16 step moves it (in descriptor units of 16 bytes):
+// K-major: 32 bytes along the swizzled row; MN-major: 16 rows of 128 bytes.
+template <bool MN_MAJOR>
+__device__ __forceinline__ uint64_t bf16_operand_desc(const uint8_t* tile) {
+  if constexpr (MN_MAJOR) return smem_desc_sw128(tile, 64 * 64 * 2, 1024);
+  else return smem_desc_k_major_sw128(tile);
+}
+template <bool MN_MAJOR>
+constexpr uint64_t bf16_k16_step() { return MN_MAJOR ? 2048 >> 4 : 32 >> 4; }
+
+template <class Wgmma, unsigned BLOCK_M, unsigned BLOCK_N, unsigned NUM_STAGES, unsigned STORE_N,
+          unsigned GROUP_N, bool A_MN_MAJOR, bool B_MN_MAJOR, unsigned OUT_BYTES, unsigned C_BYTES>
+__device__ __forceinline__ void bf16_gemm(const Bf16GemmParams& p) {
+  using Layout = Bf16GemmLayout<BLOCK_M, BLOCK_N, NUM_STAGES, OUT_BYTES>;
+  constexpr unsigned BLOCK_K = Layout::BLOCK_K;
+  constexpr unsigned NUM_MATH_WG = BLOCK_M / 64;
+  constexpr unsigned NUM_MATH_THREADS = NUM_MATH_WG * 128;
+  constexpr unsigned NUM_ACC = BLOCK_N / 2;
+  static_assert(BLOCK_M == 64 || BLOCK_M == 128, "one or two math warpgroups of 64 rows");
+  static_assert(BLOCK_N % 16 == 0 && BLOCK_N <= 256, "BLOCK_N must be a multiple of 16");
+  static_assert(!B_MN_MAJOR || BLOCK_N % 64 == 0, "an MN-major B tile is whole 64-column chunks");
+
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>(
+      (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~static_cast<uintptr_t>(1023));
+  uint8_t* smem_d = smem;
+  uint8_t* smem_a = smem_d + Layout::SMEM_D;
+  uint8_t* smem_b = smem_a + NUM_STAGES * Layout::SMEM_A;
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem_b + NUM_STAGES * Layout::SMEM_B);
+  uint64_t* empty = full + NUM_STAGES;
+
+  const unsigned warp_group = threadIdx.x / 128;
+  const unsigned num_k_blocks = (p.k + BLOCK_K - 1) / BLOCK_K;
+  const TileScheduler<GROUP_N, 1> sched(p.m, p.n, p.num_batches, BLOCK_M, BLOCK_N);
+
+  if (threadIdx.x == 0) {
+    prefetch_tma(&p.tma_a);
+    prefetch_tma(&p.tma_b);
+    prefetch_tma(&p.tma_d);
+    for (unsigned s = 0; s < NUM_STAGES; ++s) {
+      Barrier::init(&full[s], 1);
+      Barrier::init(&empty[s], NUM_MATH_WG * 4);
+    }
+    cutlass::arch::fence_barrier_init();
+  }
+  __syncthreads();
+
+  if (warp_group == NUM_MATH_WG) {
+    // ---------------------------------------------------------------- producer
+    if constexpr (NUM_MATH_WG > 1) cutlass::arch::warpgroup_reg_dealloc<kProducerRegs>();
+    if (threadIdx.x == NUM_MATH_THREADS) {
+      unsigned it = 0;
+      for (unsigned tile = blockIdx.x; tile < sched.num_tiles; tile += gridDim.x) {
+        unsigned l, m_block, n_block;
+        sched.get(tile, 0, l, m_block, n_block);
+        const int m0 = static_cast<int>(m_block * BLOCK_M), n0 = static_cast<int>(n_block * BLOCK_N);
+        const int la = static_cast<int>(l), lb = p.b_batched ? la : 0;
+        for (unsigned kb = 0; kb < num_k_blocks; ++kb, ++it) {
+          const unsigned s = it % NUM_STAGES;
+          Barrier::wait(&empty[s], ((it / NUM_STAGES) & 1) ^ 1);
+          Barrier::arrive_and_expect_tx(&full[s], Layout::SMEM_A + Layout::SMEM_B);
+          const int k0 = static_cast<int>(kb * BLOCK_K);
+          uint8_t* a = smem_a + s * Layout::SMEM_A;
+          uint8_t* b = smem_b + s * Layout::SMEM_B;
+          if constexpr (A_MN_MAJOR) {
+            for (unsigned c = 0; c < BLOCK_M / 64; ++c)
+              cute::SM90_TMA_LOAD_3D::copy(&p.tma_a, &full[s], 0, a + c * Layout::CHUNK, m0 + int(c * 64), k0, la);
+          } else {
+            cute::SM90_TMA_LOAD_3D::copy(&p.tma_a, &full[s], 0, a, k0, m0, la);
+          }
+          if constexpr (B_MN_MAJOR) {
+            for (unsigned c = 0; c < BLOCK_N / 64; ++c)
+              cute::SM90_TMA_LOAD_3D::copy(&p.tma_b, &full[s], 0, b + c * Layout::CHUNK, n0 + int(c * 64), k0, lb);
+          } else {
+            cute::SM90_TMA_LOAD_3D::copy(&p.tma_b, &full[s], 0, b, k0, n0, lb);
+          }
+        }
+      }
+    }
+  } else {
+    // ------------------------------------------------------------------- math
+    if constexpr (NUM_MATH_WG > 1) cutlass::arch::warpgroup_reg_alloc<kMathRegs>();
+    const unsigned t = threadIdx.x % 128, lane = t % 32;
+    uint8_t* smem_d_wg = smem_d + warp_group * 64 * BLOCK_N * OUT_BYTES;
+    // This warpgroup's 64 rows of the A tile: a K-major 64-row slice, or one MN chunk.
+    const unsigned a_offset = warp_group * (A_MN_MAJOR ? Layout::CHUNK : 64 * BLOCK_K * 2);
+    auto release = [&](unsigned stage) {
+      __syncwarp();
+      if (lane == 0) Barrier::arrive(&empty[stage]);
+    };
+
+    float acc[NUM_ACC];
+    unsigned it = 0;
+    for (unsigned tile = blockIdx.x; tile < sched.num_tiles; tile += gridDim.x) {
+      unsigned l, m_block, n_block;
+      sched.get(tile, 0, l, m_block, n_block);
+#pragma unroll
+      for (unsigned i = 0; i < NUM_ACC; ++i) acc[i] = 0.0f;
+      for (unsigned kb = 0; kb < num_k_blocks; ++kb) {
+        const unsigned s = (it + kb) % NUM_STAGES;
+        Barrier::wait(&full[s], ((it + kb) / NUM_STAGES) & 1);
+        const uint64_t da = bf16_operand_desc<A_MN_MAJOR>(smem_a + s * Layout::SMEM_A + a_offset);
+        const uint64_t db = bf16_operand_desc<B_MN_MAJOR>(smem_b + s * Layout::SMEM_B);
+        fence_accumulators(acc);
+        cute::warpgroup_arrive();
+#pragma unroll
+        for (unsigned k = 0; k < BLOCK_K / 16; ++k)
+          wgmma_fma<Wgmma>(da + k * bf16_k16_step<A_MN_MAJOR>(), db + k * bf16_k16_step<B_MN_MAJOR>(), acc, true,
+                           cute::make_integer_sequence<int, NUM_ACC>{});
+        cute::warpgroup_commit_batch();
+        // Keep this batch in flight; the previous one is done once at most one is pending.
+        cute::warpgroup_wait<1>();
+        fence_accumulators(acc);
+        if (kb > 0) release((it + kb - 1) % NUM_STAGES);
+      }
+      cute::warpgroup_wait<0>();
+      fence_accumulators(acc);
+      if (num_k_blocks > 0) release((it + num_k_blocks - 1) % NUM_STAGES);
+      it += num_k_blocks;
+
+      const EpilogueCoords at{p.m, p.n, l, m_block * BLOCK_M + warp_group * 64, n_block * BLOCK_N};
+      store_tile<BLOCK_N, STORE_N, OUT_BYTES, C_BYTES>(acc, smem_d_wg, &p.tma_d, p.c, at, 1 + warp_group);
+    }
+    if (t == 0) cute::tma_store_wait<0>();
+  }
+}
+
+}  // namespace jaxgemm::sm90

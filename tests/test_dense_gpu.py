@@ -1,0 +1,249 @@
+"""The dense family on an SM90 GPU: every FP8 and BF16 layout, with and without C,
+BF16 and FP32 outputs, the 1D1D recipe, gradients and fp8_linear. Every element is
+checked against a float64 reference, with the output memory poisoned first.
+
+(fp8_gemm_nt without C is covered shape by shape in test_fp8_gemm_gpu.py.)
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxgemm
+from jaxgemm import reference
+from jaxgemm.ops.gemm_primitive import GemmSpec
+from jaxgemm.precompile import precompile
+
+pytestmark = pytest.mark.gpu
+
+DEEPSEEK_V3_NK = [(2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168), (7168, 2048)]
+MS = [1, 4097]
+LAYOUTS = ["nt", "nn", "tn", "tt"]
+# (c dtype, out dtype)
+C_MODES = [(None, jnp.bfloat16), (jnp.float32, jnp.float32), (jnp.bfloat16, jnp.bfloat16)]
+
+
+def _stored(x, k_first):
+    return x.T if k_first else x
+
+
+def _random(m, n, k, seed):
+    """BF16 [M, K] and [N, K] with magnitudes differing per row, per 128 of K and per
+    128x128 block, so that every FP8 scale differs."""
+    kx, kw, kr, kc, kb = jax.random.split(jax.random.PRNGKey(seed), 5)
+    nb, kbs = -(-n // 128), -(-k // 128)
+    row = jnp.exp(jax.random.normal(kr, (m, 1)))
+    col = jnp.repeat(jnp.exp(0.5 * jax.random.normal(kc, (1, kbs))), 128, axis=1)[:, :k]
+    blk = jnp.repeat(jnp.repeat(jnp.exp(jax.random.normal(kb, (nb, kbs))), 128, 0), 128, 1)[:n, :k]
+    x = (jax.random.normal(kx, (m, k)) * row * col).astype(jnp.bfloat16)
+    w = (jax.random.normal(kw, (n, k)) * blk).astype(jnp.bfloat16)
+    return x, w
+
+
+def _fp8_operands(m, n, k, layout, seed, per_row_b=False):
+    x, w = _random(m, n, k, seed)
+    a_t, b_t = reference.LAYOUTS[layout]
+    a = jaxgemm.per_token_cast_to_fp8(x)
+    b = jaxgemm.per_token_cast_to_fp8(w) if per_row_b else jaxgemm.per_block_cast_to_fp8(w)
+    a = tuple(_stored(v, a_t) for v in a)
+    b = tuple(_stored(v, b_t) for v in b)
+    return a, b
+
+
+def _c(m, n, dtype, seed):
+    if dtype is None:
+        return None
+    return (jax.random.normal(jax.random.PRNGKey(seed + 99), (m, n)) * 4).astype(dtype)
+
+
+def _poison(shape, dtype):
+    """Fill, then free, a NaN buffer of the output's size: XLA's allocator hands the
+    same memory to the next output, so elements the kernel does not write stay NaN."""
+    jax.block_until_ready(jnp.full(shape, jnp.nan, dtype)).delete()
+
+
+@functools.partial(jax.jit, static_argnames="rel")
+def _errors(got, ref, rel):
+    got = got.astype(jnp.float64)
+    diff = 1 - 2 * jnp.sum(got * ref) / jnp.sum(got * got + ref * ref)
+    # The absolute floor, relative to the row's magnitude, covers results that cancel
+    # to near zero.
+    rms = jnp.sqrt(jnp.mean(ref * ref, axis=-1, keepdims=True))
+    bad = jnp.abs(got - ref) > rel * jnp.abs(ref) + rel * rms
+    return diff, jnp.sum(jnp.isnan(got)), jnp.sum(bad), jnp.argmax(bad.reshape(-1))
+
+
+def _check(out, ref64, out_dtype, diff_bound, rel=None):
+    """Every element of `out` against the float64 `ref64` (one compiled check). `rel`
+    defaults to what BF16 rounding allows (2^-8) or, for FP32 outputs, 1e-4; FP8
+    GEMMs are checked at 1e-2 whatever their output, since the FP8 tensor cores
+    accumulate each 128-deep block with ~14 mantissa bits before the FP32 promotion."""
+    if rel is None:
+        rel = 1e-2 if jnp.dtype(out_dtype) == jnp.bfloat16 else 1e-4
+    with jax.enable_x64(True):
+        diff, n_nan, n_bad, first = (np.asarray(v) for v in _errors(out, ref64, rel))
+    assert n_nan == 0, f"{n_nan} NaN in the output (unwritten or bad elements)"
+    assert diff < diff_bound, f"calc_diff {diff}"
+    assert n_bad == 0, f"{n_bad} elements off (first at flat index {first} of {out.shape})"
+    return float(diff)
+
+
+def _reference(fn, *args):
+    """`fn(*args)` in float64, compiled once per shape."""
+    with jax.enable_x64(True):
+        return jax.jit(fn, static_argnums=tuple(i for i, a in enumerate(args)
+                                                if isinstance(a, str) or a is jnp.float64))(*args)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _warm_jit_cache():
+    """Compile every kernel this module uses in parallel, once."""
+    gemms = []
+    for m in MS:
+        for n, k in DEEPSEEK_V3_NK:
+            for c_dtype, out_dtype in C_MODES:
+                cd = None if c_dtype is None else jnp.dtype(c_dtype).name
+                gemms.append((GemmSpec("fp8", jnp.dtype(out_dtype).name, cd is not None, cd), m, n, k, 1))
+                for layout in LAYOUTS:
+                    a_t, b_t = reference.LAYOUTS[layout]
+                    gemms.append((GemmSpec("bf16", jnp.dtype(out_dtype).name, cd is not None, cd,
+                                           a_mn_major=a_t, b_mn_major=b_t), m, n, k, 1))
+            gemms.append((GemmSpec("fp8", "float32", True, "float32", sfb_per_row=True), m, n, k, 1))
+    precompile(gemms)
+
+
+# ----------------------------------------------------------------------------- FP8
+
+@pytest.mark.parametrize("n,k", DEEPSEEK_V3_NK)
+@pytest.mark.parametrize("m", MS)
+@pytest.mark.parametrize("c_dtype,out_dtype", C_MODES[1:])
+def test_fp8_gemm_nt_with_c(m, n, k, c_dtype, out_dtype):
+    a, b = _fp8_operands(m, n, k, "nt", seed=m + n + k)
+    c = _c(m, n, c_dtype, seed=m)
+    ref = _reference(reference.fp8_gemm, *a, *b, "nt", c, jnp.float64)
+    _poison((m, n), out_dtype)
+    out = jax.jit(functools.partial(jaxgemm.fp8_gemm_nt, out_dtype=out_dtype))(a, b, c)
+    assert out.dtype == out_dtype
+    _check(out, ref, out_dtype, 1e-3, rel=1e-2)
+
+
+@pytest.mark.parametrize("n,k", DEEPSEEK_V3_NK)
+@pytest.mark.parametrize("m", MS)
+@pytest.mark.parametrize("layout", ["nn", "tn", "tt"])
+def test_fp8_gemm_layouts(m, n, k, layout):
+    if layout[0] == "t" and m % 16:
+        m = m - m % 16 + 16  # a [K, M] A needs 16-byte rows; 1 -> 16, 4097 -> 4112
+    a, b = _fp8_operands(m, n, k, layout, seed=m + n + k + 1)
+    c = _c(m, n, jnp.float32, seed=m)
+    ref = _reference(reference.fp8_gemm, *a, *b, layout, c, jnp.float64)
+    _poison((m, n), jnp.float32)
+    out = jax.jit(getattr(jaxgemm, f"fp8_gemm_{layout}"), static_argnums=3)(a, b, c, jnp.float32)
+    _check(out, ref, jnp.float32, 1e-3, rel=1e-2)
+
+
+@pytest.mark.parametrize("n,k", DEEPSEEK_V3_NK)
+@pytest.mark.parametrize("m", MS)
+def test_fp8_gemm_1d1d_fp32_accumulate(m, n, k):
+    """DeepSeek-V3's weight-gradient recipe: 1x128 scales on both sides, D = C + A B^T in FP32."""
+    a, b = _fp8_operands(m, n, k, "nt", seed=m + n + k + 2, per_row_b=True)
+    c = _c(m, n, jnp.float32, seed=m)
+    ref = _reference(reference.fp8_gemm, *a, *b, "nt", c, jnp.float64)
+    _poison((m, n), jnp.float32)
+    out = jax.jit(lambda a, b, c: jaxgemm.fp8_gemm_nt(a, b, c, out_dtype=jnp.float32))(a, b, c)
+    _check(out, ref, jnp.float32, 1e-3, rel=1e-2)
+
+
+def test_fp8_c_is_donated_in_place():
+    m, n, k = 512, 1024, 1024
+    a, b = _fp8_operands(m, n, k, "nt", seed=5)
+    c = _c(m, n, jnp.float32, seed=5)
+    ref = _reference(reference.fp8_gemm, *a, *b, "nt", c, jnp.float64)
+    f = jax.jit(lambda a, b, c: jaxgemm.fp8_gemm_nt(a, b, c, out_dtype=jnp.float32), donate_argnums=2)
+    out = f(a, b, c)
+    assert c.is_deleted()
+    _check(out, ref, jnp.float32, 1e-3, rel=1e-2)
+
+
+# ----------------------------------------------------------------------------- BF16
+
+@pytest.mark.parametrize("n,k", DEEPSEEK_V3_NK)
+@pytest.mark.parametrize("m", MS)
+@pytest.mark.parametrize("c_dtype,out_dtype", C_MODES[:2])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_bf16_gemm(layout, c_dtype, out_dtype, m, n, k):
+    a_t, b_t = reference.LAYOUTS[layout]
+    x, w = _random(m, n, k, seed=m + n + k + 3)
+    a, b = _stored(x, a_t), _stored(w, b_t)
+    c = _c(m, n, c_dtype, seed=m)
+    ref = _reference(reference.bf16_gemm, a, b, layout, c, jnp.float64)
+    _poison((m, n), out_dtype)
+    out = jax.jit(getattr(jaxgemm, f"bf16_gemm_{layout}"), static_argnums=3)(a, b, c, out_dtype)
+    assert out.dtype == out_dtype
+    _check(out, ref, out_dtype, 1e-5)
+
+
+@pytest.mark.parametrize("config", [
+    {"block_m": 64, "block_n": 16},
+    {"block_m": 128, "block_n": 112},
+    {"block_m": 128, "block_n": 256, "num_stages": 3},
+    {"block_m": 128, "block_n": 128, "num_sms": 7},
+])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_bf16_gemm_pinned_configs(layout, config):
+    if layout[1] == "n" and config["block_n"] % 64:
+        pytest.skip("an MN-major B needs block_n % 64 == 0 (rejected at trace time)")
+    m, n, k = 328, 1160, 1544  # partial tiles in M, N and K
+    a_t, b_t = reference.LAYOUTS[layout]
+    x, w = _random(m, n, k, seed=9)
+    a, b = _stored(x, a_t), _stored(w, b_t)
+    ref = _reference(reference.bf16_gemm, a, b, layout, None, jnp.float64)
+    _poison((m, n), jnp.bfloat16)
+    f = getattr(jaxgemm, f"bf16_gemm_{layout}")
+    out = jax.jit(lambda a, b: f(a, b, config=config))(a, b)
+    _check(out, ref, jnp.bfloat16, 1e-5)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_bf16_gemm_grad(layout):
+    m, n, k = 1024, 2048, 768
+    a_t, b_t = reference.LAYOUTS[layout]
+    x, w = _random(m, n, k, seed=13)
+    a, b = _stored(x, a_t), _stored(w, b_t)
+    c = _c(m, n, jnp.float32, seed=13)
+    g = (jax.random.normal(jax.random.PRNGKey(3), (m, n))).astype(jnp.float32)
+    f = getattr(jaxgemm, f"bf16_gemm_{layout}")
+
+    def loss(fn, a, b, c):
+        return jnp.sum(fn(a, b, c) * g)
+
+    grads = jax.jit(jax.grad(functools.partial(loss, lambda a, b, c: f(a, b, c, jnp.float32)),
+                             argnums=(0, 1, 2)))(a, b, c)
+    with jax.enable_x64(True):
+        want = jax.grad(functools.partial(
+            loss, lambda a, b, c: reference.bf16_gemm(a.astype(jnp.float64), b.astype(jnp.float64), layout,
+                                                      c, jnp.float64)), argnums=(0, 1, 2))(a, b, c)
+    for got, ref in zip(grads, want):
+        assert got.shape == ref.shape
+        # the cotangent enters the backward GEMMs in BF16: FP8-free, BF16-rounded
+        assert jaxgemm.calc_diff(got, ref) < 1e-4
+
+
+def test_fp8_linear_grad():
+    x = (jax.random.normal(jax.random.PRNGKey(0), (4, 1000, 2048)) * 2).astype(jnp.bfloat16)
+    w = (jax.random.normal(jax.random.PRNGKey(1), (2048, 1536)) * 0.02).astype(jnp.bfloat16)
+    dy = jax.random.normal(jax.random.PRNGKey(2), (4, 1000, 1536)).astype(jnp.float32)
+
+    def loss(fn, x, w):
+        return jnp.sum(fn(x, w).astype(jnp.float32) * dy)
+
+    y = jax.jit(jaxgemm.fp8_linear)(x, w)
+    got = jax.jit(jax.grad(functools.partial(loss, jaxgemm.fp8_linear), argnums=(0, 1)))(x, w)
+    ref_y = jnp.einsum("bmk,kn->bmn", x.astype(jnp.float32), w.astype(jnp.float32))
+    ref = jax.grad(functools.partial(loss, lambda x, w: jnp.einsum(
+        "bmk,kn->bmn", x.astype(jnp.float32), w.astype(jnp.float32))), argnums=(0, 1))(x, w)
+    diffs = [jaxgemm.calc_diff(y, ref_y)] + [jaxgemm.calc_diff(g, r) for g, r in zip(got, ref)]
+    print("fp8_linear calc_diff y, dx, dw:", diffs)
+    assert all(d < 2e-3 for d in diffs), diffs
