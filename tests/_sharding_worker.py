@@ -1,4 +1,4 @@
-"""Runs fp8_gemm_nt's sharding checks on 8 host CPU devices; prints one JSON object.
+"""Runs the dense GEMMs' sharding checks on 8 host CPU devices; prints one JSON object.
 
 Started by tests/test_fp8_gemm_sharding.py in a fresh interpreter, because the device
 count (XLA_FLAGS=--xla_force_host_platform_device_count=8) must be set before JAX
@@ -34,15 +34,27 @@ import jaxgemm  # noqa: E402
 M, N, K = 64, 1024, 1024
 
 
-def _operands(m, n, k, seed):
+def _operands(m, n, k, seed, per_row=False):
     kx, kw = jax.random.split(jax.random.PRNGKey(seed))
     x = jax.random.normal(kx, (m, k), jnp.float32)
     w = jax.random.normal(kw, (n, k), jnp.float32)
-    return jaxgemm.per_token_cast_to_fp8(x), jaxgemm.per_block_cast_to_fp8(w)
+    cast_b = jaxgemm.per_token_cast_to_fp8 if per_row else jaxgemm.per_block_cast_to_fp8
+    return jaxgemm.per_token_cast_to_fp8(x), cast_b(w)
+
+
+def _bf16_operands(m, n, k, seed):
+    kx, kw = jax.random.split(jax.random.PRNGKey(seed))
+    return (jax.random.normal(kx, (m, k), jnp.float32).astype(jnp.bfloat16),
+            jax.random.normal(kw, (n, k), jnp.float32).astype(jnp.bfloat16))
+
+
+def _addend(m, n, dtype, seed):
+    return (4.0 * jax.random.normal(jax.random.PRNGKey(seed), (m, n), jnp.float32)).astype(dtype)
 
 
 def _bits(x):
-    return np.asarray(jax.device_get(x)).view(np.uint16)
+    x = np.asarray(jax.device_get(x))
+    return x.view(np.uint16 if x.dtype.itemsize == 2 else np.uint32)
 
 
 def _spec(x):
@@ -162,6 +174,64 @@ def main():
                 out = g(*aa, *bb)
             return _facts(out, ref)
         case(f"{axis_type}/shard_map_K", run_shard_map_k)
+
+        # An addend c (sharded like D) and FP32 output, with M and N local, and with K
+        # reduced (C must be added once, after the partial sums are reduced).
+        c_bf16, c_f32 = _addend(M, N, jnp.bfloat16, 5), _addend(M, N, jnp.float32, 6)
+        for name, c, out_dtype, (sa, sb, sc) in (
+                ("c_M", c_bf16, jnp.bfloat16, (P("x", None), P(None, None), P("x", None))),
+                ("c_MN_f32", c_f32, jnp.float32, (P("x", None), P("y", None), P("x", "y"))),
+                ("c_K", c_f32, jnp.bfloat16, (P(None, "y"), P(None, "y"), P(None, None))),
+                ("c_MK_f32", c_bf16, jnp.float32, (P("x", "y"), P(None, "y"), P("x", None)))):
+            def run_c(c=c, out_dtype=out_dtype, sa=sa, sb=sb, sc=sc, mesh=mesh):
+                fc = jax.jit(lambda a, b, c: jaxgemm.fp8_gemm_nt(a, b, c, out_dtype))
+                ref_c = fc(a, b, c)
+                cc = jax.device_put(c, NamedSharding(mesh, sc))
+                return _run_on_mesh(fc, mesh, ref_c, _put(a, mesh, sa), _put(b, mesh, sb), cc)
+            case(f"{axis_type}/{name}", run_c)
+
+        # 1D1D (per-row B scales): N may be split inside a 128-block (64 rows per shard).
+        def run_1d1d(mesh=mesh):
+            a2, b2 = _operands(M, 256, 256, seed=2, per_row=True)
+            g = jax.jit(lambda a, b: jaxgemm.fp8_gemm_nt(a, b, out_dtype=jnp.float32))
+            ref2 = g(a2, b2)
+            return _run_on_mesh(g, mesh, ref2, _put(a2, mesh, P("x", None)), _put(b2, mesh, P("y", None)))
+        case(f"{axis_type}/1d1d_MN", run_1d1d)
+
+        # fp8 "tn": A stored [K, M] (scales [K/128, M]) sharded on M, B stored [K, N]
+        # sharded on N: still local, through the transposes.
+        def run_fp8_tn(mesh=mesh):
+            at, bt = (a[0].T, a[1].T), (b[0].T, b[1].T)
+            g = jax.jit(jaxgemm.fp8_gemm_tn)
+            return _run_on_mesh(g, mesh, ref, _put(at, mesh, P(None, "x")), _put(bt, mesh, P(None, "y")))
+        case(f"{axis_type}/fp8_tn_MN", run_fp8_tn)
+
+        # BF16 in every layout: M and N local, K reduced. The operands are sharded in
+        # their stored orientation (an A stored [K, M] is sharded on its second axis).
+        xa, wb = _bf16_operands(M, N, K, seed=3)
+        for layout, (a_t, b_t) in (("nt", (False, False)), ("nn", (False, True)),
+                                   ("tn", (True, True)), ("tt", (True, False))):
+            fn = jax.jit(getattr(jaxgemm, f"bf16_gemm_{layout}"))
+            al, bl = (xa.T if a_t else xa), (wb.T if b_t else wb)
+            ref_l = fn(al, bl)
+            for name, (m_ax, n_ax, k_ax) in (("MN", ("x", "y", None)), ("K", (None, None, "y")),
+                                             ("MK", ("x", None, "y"))):
+                sa = P(k_ax, m_ax) if a_t else P(m_ax, k_ax)
+                sb = P(k_ax, n_ax) if b_t else P(n_ax, k_ax)
+
+                def run_bf16(fn=fn, al=al, bl=bl, ref_l=ref_l, sa=sa, sb=sb, mesh=mesh):
+                    return _run_on_mesh(fn, mesh, ref_l, jax.device_put(al, NamedSharding(mesh, sa)),
+                                        jax.device_put(bl, NamedSharding(mesh, sb)))
+                case(f"{axis_type}/bf16_{layout}_{name}", run_bf16)
+
+        # BF16 with c and FP32 output, K reduced.
+        def run_bf16_c(mesh=mesh, xa=xa, wb=wb, c_bf16=c_bf16):
+            g = jax.jit(lambda a, b, c: jaxgemm.bf16_gemm_tn(a, b, c, jnp.float32))
+            ref_c = g(xa.T, wb.T, c_bf16)
+            return _run_on_mesh(g, mesh, ref_c, jax.device_put(xa.T, NamedSharding(mesh, P("y", "x"))),
+                                jax.device_put(wb.T, NamedSharding(mesh, P("y", None))),
+                                jax.device_put(c_bf16, NamedSharding(mesh, P("x", None))))
+        case(f"{axis_type}/bf16_tn_c_MK_f32", run_bf16_c)
 
     json.dump({"jax": jax.__version__, "devices": jax.device_count(), "cases": cases}, sys.stdout)
     sys.stdout.write("\n")

@@ -1,30 +1,22 @@
 """fp8_gemm_nt and its helpers without a GPU.
 
 Covers, on the CPU (where the op lowers to `jaxgemm.reference`):
-  - validation: every trace-time error names its argument (ValueError / TypeError /
-    NotImplementedError), including `config=` keys and values;
-  - abstract evaluation: exact output shapes and dtypes (M = 0, 1, not a multiple of 64);
-  - quantization (per_token / per_block_cast_to_fp8) against a float64 numpy model of
-    DeepSeek-V3's recipe, calc_diff and get_tma_aligned_size;
-  - the op under jit against a float64 numpy dequantize-and-matmul, with and without c;
-  - vmap: batched calls are one `jaxgemm_fp8_gemm` equation, bitwise equal per example;
-  - the C++ JIT core: NVCC compilation through the on-disk cache (keys, hits, atomic
-    publish, errors), and every kernel instance the benchmark's shapes select compiles
-    for sm_90a (its SASS checked with cuobjdump where one is available).
-Multi-device sharding is in test_fp8_gemm_sharding.py.
+  - validation: every trace-time error names its argument (ValueError / TypeError),
+    including the 1D2D / 1D1D forms of B's scales, `c`, `out_dtype` and `config=` keys
+    and values;
+  - abstract evaluation: exact output shapes and dtypes (M = 0, 1, not a multiple of 64;
+    bfloat16 and float32 output, with and without c);
+  - quantization (per_token / per_block / per_channel_cast_to_fp8) against a float64
+    numpy model of DeepSeek-V3's recipe, calc_diff and get_tma_aligned_size;
+  - the op under jit against a float64 numpy dequantize-and-matmul: 1D2D and 1D1D
+    scales, with and without c (bfloat16 or float32), bfloat16 or float32 output;
+  - vmap: batched calls are one `jaxgemm_gemm` equation, bitwise equal per example.
+The other layouts (nn, tn, tt), the BF16 GEMMs and fp8_linear are in test_dense_cpu.py;
+the C++ JIT core and the kernel instances (nvcc, SASS) in test_kernel_compile.py;
+multi-device sharding in test_fp8_gemm_sharding.py.
 """
 
 from __future__ import annotations
-
-import concurrent.futures
-import os
-import pathlib
-import re
-import shutil
-import subprocess
-import sys
-import sysconfig
-import threading
 
 import jax
 import jax.numpy as jnp
@@ -39,7 +31,6 @@ except (ImportError, AttributeError):  # older JAX
 
 import jaxgemm
 from jaxgemm import _runtime, reference
-from jaxgemm.bench import DEEPSEEK_V3_NK
 
 FP8 = jnp.float8_e4m3fn
 SDS = jax.ShapeDtypeStruct
@@ -59,16 +50,25 @@ def _rng(seed):
     return np.random.default_rng(seed)
 
 
-def _operands(m, n, k, seed=0, spread=True):
+def _operands(m, n, k, seed=0, spread=True, per_row=False):
     """Random FP8 operands; rows scaled over a few orders of magnitude so that the scales
-    matter (a bug that mixes up scale rows or blocks changes the answer)."""
+    matter (a bug that mixes up scale rows or blocks changes the answer). B has 128x128
+    block scales (1D2D), or with `per_row` 1x128 scales like A (1D1D)."""
     r = _rng(seed)
     x = r.standard_normal((m, k)).astype(np.float32)
     w = r.standard_normal((n, k)).astype(np.float32)
     if spread:
         x *= np.exp(r.uniform(-3, 3, (m, 1))).astype(np.float32)
         w *= np.exp(r.uniform(-2, 2, (n, 1))).astype(np.float32)
-    return jaxgemm.per_token_cast_to_fp8(jnp.asarray(x)), jaxgemm.per_block_cast_to_fp8(jnp.asarray(w))
+    cast_b = jaxgemm.per_token_cast_to_fp8 if per_row else jaxgemm.per_block_cast_to_fp8
+    return jaxgemm.per_token_cast_to_fp8(jnp.asarray(x)), cast_b(jnp.asarray(w))
+
+
+def _addend(m, n, dtype, seed):
+    """A random c [M, N] of `dtype`, rows spread like the products they are added to."""
+    r = _rng(seed)
+    c = r.standard_normal((m, n)) * np.exp(r.uniform(-2, 2, (m, 1)))
+    return jnp.asarray(c.astype(np.float32)).astype(dtype)
 
 
 def _abstract(m, n, k, kb=None):
@@ -89,8 +89,11 @@ def _np_dequant_a(pair):
 
 
 def _np_dequant_b(pair):
+    """B [N, K] with 128x128 block scales [ceil(N/128), ceil(K/128)] or 1x128 per-row
+    scales [N, ceil(K/128)]."""
     data, sf = (np.asarray(v) for v in pair)
-    return data.astype(np.float64) * _expand(sf, data.shape[0], data.shape[1], 128)
+    row_block = 1 if sf.shape[0] == data.shape[0] else 128
+    return data.astype(np.float64) * _expand(sf, data.shape[0], data.shape[1], row_block)
 
 
 def _np_gemm(a, b, c=None):
@@ -98,6 +101,12 @@ def _np_gemm(a, b, c=None):
     if c is not None:
         d = d + np.asarray(c, np.float64)
     return d
+
+
+def _np_absdot(a, b, c=None):
+    """sum_k |A[m, k] B[n, k]| (+ |C|): the scale of float32 accumulation error."""
+    d = np.abs(_np_dequant_a(a)) @ np.abs(_np_dequant_b(b)).T
+    return d if c is None else d + np.abs(np.asarray(c, np.float64))
 
 
 def _bits(x):
@@ -124,16 +133,24 @@ def _prim_names(jaxpr):
     return names
 
 
-def _check_numerics(out, want):
-    """calc_diff below 1e-5 (BF16 output rounding is the only error left, ~1e-6), and every
-    element within BF16 rounding of the float64 answer."""
+def _check_numerics(out, want, absdot=None, k=None):
+    """Against the float64 answer `want`:
+      bfloat16 output: calc_diff below 1e-5 (BF16 output rounding is the only error
+        left, ~1e-6), and every element within BF16 rounding;
+      float32 output: every element within the float32 accumulation bound
+        (K + 4) * 2^-24 * (sum_k |a b| + |c|) (`absdot`, `k` needed), any order of sums."""
     got = np.asarray(out).astype(np.float64)
     assert got.shape == want.shape
     assert np.all(np.isfinite(got)), "non-finite output"
     diff = jaxgemm.calc_diff(got, want)
-    assert diff < 1e-5, f"calc_diff {diff}"
-    rms = np.sqrt(np.mean(want * want))
-    bad = np.abs(got - want) > 2.0**-8 * np.abs(want) + 1e-4 * rms
+    if np.asarray(out).dtype == np.float32:
+        assert absdot is not None and k is not None
+        assert diff < 1e-10, f"calc_diff {diff}"
+        bad = np.abs(got - want) > (k + 4) * 2.0**-24 * absdot
+    else:
+        assert diff < 1e-5, f"calc_diff {diff}"
+        rms = np.sqrt(np.mean(want * want))
+        bad = np.abs(got - want) > 2.0**-8 * np.abs(want) + 1e-4 * rms
     assert not bad.any(), f"{bad.sum()} elements off, first at {np.argwhere(bad)[:3].tolist()}"
 
 
@@ -207,20 +224,33 @@ class TestValidation:
     @pytest.mark.parametrize("shape", [(64, 1), (64, 3), (63, 2), (2, 64), (64,), (1, 64, 2), (64, 256)])
     def test_a_scales_shape(self, ab, shape):
         (a0, _), b = ab
-        with pytest.raises(ValueError, match=r"a's scales must have shape \[M, ceil\(K/128\)\] = \(64, 2\)"):
+        with pytest.raises(ValueError, match=rf"a's scales must have shape \(64, 2\) \(one per row of M "
+                                             rf"per 128 of K.*got \({shape[0]}"):
             _trace((a0, SDS(shape, jnp.float32)), b)
 
-    @pytest.mark.parametrize("shape", [(1, 2), (2, 1), (256, 2), (2, 256), (256, 256), (2,), (1, 2, 2)])
+    @pytest.mark.parametrize("shape", [(1, 2), (2, 1), (255, 2), (128, 2), (256, 1), (2, 256), (256, 256),
+                                       (2,), (1, 2, 2), (1, 256, 2)])
     def test_b_scales_shape(self, ab, shape):
+        """Neither 128x128 block scales nor 1x128 per-row scales: both shapes are named."""
         a, (b0, _) = ab
-        with pytest.raises(ValueError, match=r"b's scales must have shape \[ceil\(N/128\), ceil\(K/128\)\] = \(2, 2\)"):
+        with pytest.raises(ValueError, match=r"b's scales must have shape \(2, 2\) \(one per 128x128 block\) "
+                                             r"or \(256, 2\) \(one per row of N per 128 of K\)"):
             _trace(a, (b0, SDS(shape, jnp.float32)))
 
-    def test_b_scales_per_row_rejected(self):
-        """The 1x128 (per-row) scale layout of the FP32-output recipe is not B's layout here."""
+    @pytest.mark.parametrize("out_dtype", [jnp.bfloat16, jnp.float32])
+    def test_b_scales_per_row_is_the_1d1d_recipe(self, out_dtype):
+        """B's scales [N, ceil(K/128)] (1x128 groups, the weight-gradient recipe) are
+        accepted and bind the 1D1D kernel kind (numerics: TestReferenceNumerics)."""
         a, (b0, _) = _abstract(64, 256, 256)
-        with pytest.raises(ValueError, match=r"b's scales"):
-            _trace(a, (b0, SDS((256, 2), jnp.float32)))
+        b = (b0, SDS((256, 2), jnp.float32))
+        out = _trace(a, b, out_dtype=out_dtype)
+        assert out.shape == (64, 256) and out.dtype == out_dtype
+        jaxpr = jax.make_jaxpr(lambda a, b: jaxgemm.fp8_gemm_nt(a, b, out_dtype=out_dtype))(a, b)
+        (spec,) = [e.params["spec"] for e in jaxpr.jaxpr.eqns if e.primitive.name == "jaxgemm_gemm"]
+        assert spec.sfb_per_row and spec.op == "fp8"
+        jaxpr = jax.make_jaxpr(jaxgemm.fp8_gemm_nt)(*_abstract(64, 256, 256))
+        (spec,) = [e.params["spec"] for e in jaxpr.jaxpr.eqns if e.primitive.name == "jaxgemm_gemm"]
+        assert not spec.sfb_per_row
 
     def test_k_mismatch(self):
         (a, _), (b, _) = _abstract(64, 256, 384), _abstract(64, 256, 256)
@@ -261,23 +291,33 @@ class TestValidation:
         with pytest.raises(ValueError, match=r"c must have shape \[M, N\] = \(64, 256\)"):
             _trace(a, b, SDS(shape, jnp.float32))
 
-    @pytest.mark.parametrize("dtype", [jnp.int32, jnp.int8, jnp.bool_, jnp.uint16])
+    @pytest.mark.parametrize("dtype", [jnp.int32, jnp.int8, jnp.bool_, jnp.uint16, jnp.float16, FP8])
     def test_c_dtype(self, ab, dtype):
         a, b = ab
-        with pytest.raises(TypeError, match=r"c must be floating point"):
+        with pytest.raises(TypeError, match=r"c must be bfloat16 or float32, got "):
             _trace(a, b, SDS((64, 256), dtype))
 
-    @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
-    def test_c_not_supported_yet(self, ab, dtype):
-        """A valid c is refused, not added after the kernel with a second rounding."""
+    @pytest.mark.parametrize("c_dtype", [jnp.float32, jnp.bfloat16])
+    @pytest.mark.parametrize("out_dtype", [jnp.float32, jnp.bfloat16])
+    def test_c_accepted(self, ab, c_dtype, out_dtype):
+        """c of either dtype goes into the one primitive (added to the FP32 accumulators,
+        not after the kernel); D has out_dtype, whatever c's dtype (numerics below)."""
         a, b = ab
-        with pytest.raises(NotImplementedError, match=r"c is not supported yet"):
-            _trace(a, b, SDS((64, 256), dtype))
+        c = SDS((64, 256), c_dtype)
+        out = _trace(a, b, c, out_dtype=out_dtype)
+        assert out.shape == (64, 256) and out.dtype == out_dtype
+        jaxpr = jax.make_jaxpr(lambda a, b, c: jaxgemm.fp8_gemm_nt(a, b, c, out_dtype))(a, b, c)
+        eqns = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "jaxgemm_gemm"]
+        assert len(eqns) == 1 and not _prim_names(jaxpr.jaxpr) & {"add", "add_any"}, jaxpr
+        spec = eqns[0].params["spec"]
+        assert spec.has_c and jnp.dtype(spec.c_dtype) == c_dtype and jnp.dtype(spec.out_dtype) == out_dtype
+        assert len(eqns[0].invars) == 5
 
-    @pytest.mark.parametrize("out_dtype", [jnp.float32, jnp.float16, jnp.float8_e4m3fn, jnp.int32, "float32"])
-    def test_out_dtype_not_implemented(self, ab, out_dtype):
+    @pytest.mark.parametrize("out_dtype", [jnp.float16, jnp.float8_e4m3fn, jnp.int32, jnp.float64,
+                                           "float16", jnp.uint16])
+    def test_out_dtype_rejected(self, ab, out_dtype):
         a, b = ab
-        with pytest.raises(NotImplementedError, match=r"out_dtype=.* is not supported"):
+        with pytest.raises(TypeError, match=r"out_dtype must be bfloat16 or float32, got "):
             _trace(a, b, out_dtype=out_dtype)
 
     @pytest.mark.parametrize("out_dtype", [jnp.bfloat16, "bfloat16", np.dtype(jnp.bfloat16)])
@@ -285,10 +325,25 @@ class TestValidation:
         a, b = ab
         assert _trace(a, b, out_dtype=out_dtype).dtype == jnp.bfloat16
 
-    @pytest.mark.parametrize("config", [[("block_m", 64)], (("block_m", 64),), "block_m=64", 64])
+    @pytest.mark.parametrize("out_dtype", [jnp.float32, "float32", np.float32, np.dtype("float32")])
+    def test_out_dtype_f32_spellings(self, ab, out_dtype):
+        a, b = ab
+        out = _trace(a, b, out_dtype=out_dtype)
+        assert out.dtype == jnp.float32 and out.shape == (64, 256)
+
+    @pytest.mark.parametrize("config", [[("block_m", 64)], "block_m=64", 64, {("block_m", 64)}])
     def test_config_not_a_dict(self, ab, config):
         a, b = ab
         with pytest.raises(TypeError, match=r"config must be a dict"):
+            _trace(a, b, config=config)
+
+    @pytest.mark.parametrize("config", [(("block_m", 96),), (("blockm", 64),), ("block_m=64",),
+                                        (("block_n", 24), ("num_sms", 0))])
+    def test_config_tuple_is_checked(self, ab, config):
+        """A tuple config (the hashable form) must be checked like a dict, or refused: a
+        bad one must not pass trace time."""
+        a, b = ab
+        with pytest.raises((TypeError, ValueError), match=r"config"):
             _trace(a, b, config=config)
 
     @pytest.mark.parametrize("config", [{"blockm": 64}, {"block_k": 128}, {"BLOCK_M": 64},
@@ -362,6 +417,32 @@ class TestFp8GemmConfig:
         assert cfg["block_n"] % cfg["store_n"] == 0
         assert 1 <= cfg["num_sms"] <= 132
         assert cfg["smem_bytes"] <= 232448
+        # The kernel kind travels with the config (the FFI handler reads it).
+        assert {k: cfg[k] for k in ("sfb_per_row", "a_mn_major", "b_mn_major", "out_bytes", "c_bytes")} == \
+            {"sfb_per_row": 0, "a_mn_major": 0, "b_mn_major": 0, "out_bytes": 2, "c_bytes": 0}
+
+    @pytest.mark.parametrize("sfb_per_row", [False, True])
+    @pytest.mark.parametrize("out_dtype, c_dtype", [(jnp.bfloat16, None), (jnp.float32, None),
+                                                    (jnp.float32, jnp.float32), (jnp.bfloat16, jnp.bfloat16)])
+    def test_kind_keys(self, sfb_per_row, out_dtype, c_dtype):
+        ext = _runtime.extension()
+        cfg = jaxgemm.fp8_gemm_config(4096, 7168, 2048, num_sms=132, sfb_per_row=sfb_per_row,
+                                      out_dtype=out_dtype, c_dtype=c_dtype)
+        out_bytes = jnp.dtype(out_dtype).itemsize
+        c_bytes = 0 if c_dtype is None else jnp.dtype(c_dtype).itemsize
+        assert (cfg["sfb_per_row"], cfg["out_bytes"], cfg["c_bytes"]) == (int(sfb_per_row), out_bytes, c_bytes)
+        assert cfg["a_mn_major"] == cfg["b_mn_major"] == 0
+        assert cfg["store_n"] * out_bytes <= 128  # one TMA store of at most 128 bytes
+        assert cfg["smem_bytes"] == ext.fp8_gemm_smem_bytes(cfg["block_m"], cfg["block_n"], cfg["num_stages"],
+                                                            sfb_per_row, out_bytes) <= 232448
+        assert cfg == dict(ext.fp8_gemm_config(4096, 7168, 2048, 1, 132, sfb_per_row, out_bytes, c_bytes))
+
+    def test_f32_output_narrows_the_store(self):
+        cfg = jaxgemm.fp8_gemm_config(256, 256, 256, num_sms=132, out_dtype=jnp.float32, config={"block_n": 128})
+        assert cfg["store_n"] == 32 and cfg["out_bytes"] == 4
+        with pytest.raises(ValueError, match=r"store_n=64 is wider than 128 bytes of float32 output"):
+            jaxgemm.fp8_gemm_config(256, 256, 256, num_sms=132, out_dtype=jnp.float32,
+                                    config={"block_n": 128, "store_n": 64})
 
     def test_overrides_fill_the_rest(self):
         ext = _runtime.extension()
@@ -425,9 +506,19 @@ class TestAbstractEval:
     def test_jaxpr_binds_the_primitive_once(self):
         a, b = _abstract(100, 256, 384)
         jaxpr = jax.make_jaxpr(jaxgemm.fp8_gemm_nt)(a, b)
-        assert _count_prims(jaxpr.jaxpr, "jaxgemm_fp8_gemm") == 1
+        assert _count_prims(jaxpr.jaxpr, "jaxgemm_gemm") == 1
         (out,) = jaxpr.out_avals
         assert out.shape == (100, 256) and out.dtype == jnp.bfloat16 and not out.weak_type
+
+    @pytest.mark.parametrize("c_dtype", [None, jnp.bfloat16, jnp.float32])
+    @pytest.mark.parametrize("out_dtype", [jnp.bfloat16, jnp.float32])
+    def test_out_dtype_and_c(self, out_dtype, c_dtype):
+        a, b = _abstract(65, 136, 208)
+        c = None if c_dtype is None else SDS((65, 136), c_dtype)
+        jaxpr = jax.make_jaxpr(lambda a, b, c: jaxgemm.fp8_gemm_nt(a, b, c, out_dtype))(a, b, c)
+        assert _count_prims(jaxpr.jaxpr, "jaxgemm_gemm") == 1
+        (out,) = jaxpr.out_avals
+        assert out.shape == (65, 136) and out.dtype == out_dtype and not out.weak_type
 
     def test_zero_size_m_runs(self):
         (a0, a1), b = _operands(4, 256, 256)
@@ -439,6 +530,14 @@ class TestAbstractEval:
         a, (b0, b1) = _operands(8, 128, 256)
         out = jax.jit(jaxgemm.fp8_gemm_nt)(a, (b0[:0], b1[:0]))
         assert out.shape == (8, 0) and out.dtype == jnp.bfloat16
+
+    @pytest.mark.parametrize("c_dtype", [jnp.bfloat16, jnp.float32])
+    @pytest.mark.parametrize("out_dtype", [jnp.bfloat16, jnp.float32])
+    def test_zero_size_m_with_c(self, out_dtype, c_dtype):
+        (a0, a1), b = _operands(4, 256, 256)
+        c = jnp.zeros((0, 256), c_dtype)
+        out = jax.jit(jaxgemm.fp8_gemm_nt, static_argnums=3)((a0[:0], a1[:0]), b, c, out_dtype)
+        assert out.shape == (0, 256) and out.dtype == out_dtype
 
 
 # ----------------------------------------------------------------------------- quantization
@@ -643,6 +742,52 @@ class TestReferenceNumerics:
         assert out.shape == (m, n) and out.dtype == jnp.bfloat16
         _check_numerics(out, _np_gemm(a, b))
 
+    @pytest.mark.parametrize("m, n, k", [(65, 136, 208), (130, 264, 528), (3, 8, 16)])
+    @pytest.mark.parametrize("c_dtype", [None, jnp.bfloat16, jnp.float32])
+    @pytest.mark.parametrize("out_dtype", [jnp.bfloat16, jnp.float32])
+    @pytest.mark.parametrize("per_row", [False, True], ids=["1d2d", "1d1d"])
+    def test_c_out_dtype_and_recipe_match_float64(self, m, n, k, c_dtype, out_dtype, per_row):
+        """D = C + dequant(A) dequant(B)^T for every (c dtype, out dtype) and both scale
+        recipes of B, element by element against float64."""
+        a, b = _operands(m, n, k, seed=7 * m + n + k, per_row=per_row)
+        c = None if c_dtype is None else _addend(m, n, c_dtype, seed=m + k)
+        out = jax.jit(jaxgemm.fp8_gemm_nt, static_argnums=3)(a, b, c, out_dtype)
+        assert out.shape == (m, n) and out.dtype == out_dtype
+        _check_numerics(out, _np_gemm(a, b, c), _np_absdot(a, b, c), k)
+
+    @pytest.mark.parametrize("out_dtype", [jnp.bfloat16, jnp.float32])
+    def test_c_is_added_before_the_one_rounding(self, out_dtype):
+        """c = -(A @ B) + small: D is small, so rounding A @ B (or c) to BF16 before the
+        sum, or adding c after the kernel, shows as an error far above the bound."""
+        m, n, k = 64, 136, 256
+        a, b = _operands(m, n, k, seed=8)
+        ab = _np_gemm(a, b)
+        small = _rng(9).standard_normal((m, n)) * 1e-3 * np.sqrt(np.mean(ab * ab))
+        c = jnp.asarray((small - ab).astype(np.float32))
+        out = jax.jit(jaxgemm.fp8_gemm_nt, static_argnums=3)(a, b, c, out_dtype)
+        want = _np_gemm(a, b, c)
+        bound = (k + 4) * 2.0**-24 * _np_absdot(a, b, c)
+        if out_dtype == jnp.bfloat16:
+            bound = bound + 2.0**-8 * np.abs(want)
+        err = np.abs(np.asarray(out).astype(np.float64) - want)
+        assert np.all(err <= bound), f"worst excess {np.max(err - bound)}"
+
+    def test_c_dtype_bf16_and_f32_agree(self):
+        """A bf16 c and the same values as f32 give the same D (c is upcast exactly)."""
+        a, b = _operands(65, 136, 208, seed=10)
+        c = _addend(65, 136, jnp.bfloat16, seed=11)
+        f = jax.jit(jaxgemm.fp8_gemm_nt, static_argnums=3)
+        for out_dtype in (jnp.bfloat16, jnp.float32):
+            x, y = f(a, b, c, out_dtype), f(a, b, c.astype(jnp.float32), out_dtype)
+            assert np.array_equal(np.asarray(x), np.asarray(y))
+
+    def test_out_f32_rounds_to_out_bf16(self):
+        """The BF16 result is the FP32 result rounded once."""
+        a, b = _operands(100, 392, 400, seed=12)
+        f = jax.jit(jaxgemm.fp8_gemm_nt, static_argnums=3)
+        d32 = f(a, b, None, jnp.float32)
+        assert np.array_equal(_bits(f(a, b, None, jnp.bfloat16)), _bits(d32.astype(jnp.bfloat16)))
+
     def test_eager_equals_jit(self):
         a, b = _operands(65, 136, 208, seed=1)
         assert np.array_equal(_bits(jaxgemm.fp8_gemm_nt(a, b)), _bits(jax.jit(jaxgemm.fp8_gemm_nt)(a, b)))
@@ -681,6 +826,18 @@ class TestReferenceNumerics:
         assert np.array_equal(out[:, :128], base[:, :128])
         assert not np.allclose(out[:, 128:], base[:, 128:])
 
+    def test_per_row_scales_are_used(self):
+        """1D1D: doubling B's scale of row j (one 128-group of K) changes column j only."""
+        a, b = _operands(64, 256, 256, seed=6, per_row=True)
+        f = jax.jit(jaxgemm.fp8_gemm_nt, static_argnums=3)
+        base = np.asarray(f(a, b, None, jnp.float32)).astype(np.float64)
+        out = np.asarray(f(a, (b[0], b[1].at[5].multiply(2.0)), None, jnp.float32)).astype(np.float64)
+        assert np.array_equal(out[:, 5], 2 * base[:, 5])
+        assert np.array_equal(np.delete(out, 5, 1), np.delete(base, 5, 1))
+        out = np.asarray(f(a, (b[0], b[1].at[7, 1].multiply(4.0)), None, jnp.float32)).astype(np.float64)
+        assert np.array_equal(np.delete(out, 7, 1), np.delete(base, 7, 1))
+        assert not np.allclose(out[:, 7], base[:, 7])
+
 
 # ----------------------------------------------------------------------------- vmap
 
@@ -702,7 +859,7 @@ class TestVmap:
 
     def _check_one_launch(self, fn, *args):
         jaxpr = jax.make_jaxpr(fn)(*args)
-        assert _count_prims(jaxpr.jaxpr, "jaxgemm_fp8_gemm") == 1, jaxpr
+        assert _count_prims(jaxpr.jaxpr, "jaxgemm_gemm") == 1, jaxpr
         names = _prim_names(jaxpr.jaxpr)
         assert not names & {"while", "scan", "cond"}, f"vmap became a loop: {names}"
 
@@ -768,6 +925,40 @@ class TestVmap:
                 assert np.array_equal(_bits(out[j, i]), self._single(As[i], Bs[i])), (j, i)
         self._check_one_launch(fn, a2, _stack_pairs(Bs))
 
+    @pytest.mark.parametrize("c_axis", [0, None])
+    @pytest.mark.parametrize("out_dtype", [jnp.bfloat16, jnp.float32])
+    def test_with_c(self, data, c_axis, out_dtype):
+        """c batched (or shared) with a batched A and a shared B: still one launch, and
+        each example equals its own call."""
+        As, Bs = data
+        cs = [_addend(self.M, self.N, jnp.float32, seed=30 + i) for i in range(self.B)]
+        c = jnp.stack(cs) if c_axis == 0 else cs[0]
+        fn = jax.vmap(lambda a, b, c: jaxgemm.fp8_gemm_nt(a, b, c, out_dtype), in_axes=((0, 0), None, c_axis))
+        out = jax.jit(fn)(_stack_pairs(As), Bs[0], c)
+        assert out.dtype == out_dtype
+        for i in range(self.B):
+            ci = cs[i] if c_axis == 0 else cs[0]
+            want = jax.jit(jaxgemm.fp8_gemm_nt, static_argnums=3)(As[i], Bs[0], ci, out_dtype)
+            assert np.array_equal(np.asarray(out[i]), np.asarray(want)), i
+        self._check_one_launch(fn, _stack_pairs(As), Bs[0], c)
+        # Both operands batched, c batched: the L path.
+        fn2 = jax.vmap(lambda a, b, c: jaxgemm.fp8_gemm_nt(a, b, c, out_dtype), in_axes=((0, 0), 0, 0))
+        out2 = jax.jit(fn2)(_stack_pairs(As), _stack_pairs(Bs), jnp.stack(cs))
+        for i in range(self.B):
+            want = jax.jit(jaxgemm.fp8_gemm_nt, static_argnums=3)(As[i], Bs[i], cs[i], out_dtype)
+            assert np.array_equal(np.asarray(out2[i]), np.asarray(want)), i
+        self._check_one_launch(fn2, _stack_pairs(As), _stack_pairs(Bs), jnp.stack(cs))
+
+    def test_per_row_b_batched(self, data):
+        As, _ = data
+        Bs = [_operands(self.M, self.N, self.K, seed=40 + i, per_row=True)[1] for i in range(self.B)]
+        fn = jax.vmap(lambda a, b: jaxgemm.fp8_gemm_nt(a, b, out_dtype=jnp.float32))
+        out = jax.jit(fn)(_stack_pairs(As), _stack_pairs(Bs))
+        for i in range(self.B):
+            want = jax.jit(lambda a, b: jaxgemm.fp8_gemm_nt(a, b, out_dtype=jnp.float32))(As[i], Bs[i])
+            assert np.array_equal(np.asarray(out[i]), np.asarray(want)), i
+        self._check_one_launch(fn, _stack_pairs(As), _stack_pairs(Bs))
+
     def test_matches_float64(self, data):
         As, Bs = data
         out = jax.jit(jax.vmap(jaxgemm.fp8_gemm_nt))(_stack_pairs(As), _stack_pairs(Bs))
@@ -778,273 +969,3 @@ class TestVmap:
         As, Bs = data
         out = jax.jit(jax.vmap(jaxgemm.fp8_gemm_nt))(_stack_pairs(As[:1]), _stack_pairs(Bs[:1]))
         assert np.array_equal(_bits(out[0]), self._single(As[0], Bs[0]))
-
-
-# ----------------------------------------------------------------------------- JIT core
-
-def _nvcc_path():
-    env = os.environ.get("JAXGEMM_JIT_NVCC_COMPILER")
-    if env:
-        return env if os.access(env, os.X_OK) else None
-    path = os.path.join(_runtime.cuda_home(), "bin", "nvcc")
-    return path if os.access(path, os.X_OK) else None
-
-
-needs_nvcc = pytest.mark.skipif(_nvcc_path() is None,
-                                reason=f"no nvcc (looked in {_runtime.cuda_home()}/bin and "
-                                       "$JAXGEMM_JIT_NVCC_COMPILER)")
-
-TINY = 'extern "C" __global__ void k(int* p) { *p = 1; }\n'
-HEX32 = re.compile(r"^[0-9a-f]{32}$")
-
-
-@pytest.fixture
-def jit_cache(tmp_path, monkeypatch):
-    """A private, empty JIT cache; the JIT configured with this install's paths."""
-    cache = tmp_path / "jit"
-    monkeypatch.setenv("JAXGEMM_JIT_CACHE_DIR", str(cache))
-    for var in ("JAXGEMM_JIT_USE_NVRTC", "JAXGEMM_JIT_DEBUG", "JAXGEMM_JIT_PTXAS_VERBOSE",
-                "JAXGEMM_JIT_PRINT_COMPILER_COMMAND"):
-        monkeypatch.delenv(var, raising=False)
-    _runtime.configure_jit()
-    return cache
-
-
-def _entries(cache):
-    d = cache / "cache"
-    return sorted(p.name for p in d.iterdir()) if d.exists() else []
-
-
-def _compile(name, src, arch="90a"):
-    return _runtime.extension().compile_kernel(name, src, arch)
-
-
-@needs_nvcc
-class TestJitCache:
-    def test_compile_then_hit(self, jit_cache):
-        path, hit, secs = _compile("tiny", TINY)
-        assert hit is False and secs > 0
-        p = pathlib.Path(path)
-        assert p.is_file() and p.stat().st_size > 0 and p.name == "kernel.cubin"
-        assert p.read_bytes()[:4] == b"\x7fELF"
-        entry = p.parent
-        assert entry.parent == jit_cache / "cache"
-        name, key = entry.name.rsplit(".", 1)
-        assert name == "tiny" and HEX32.match(key), entry.name
-        assert (jit_cache / "tmp").is_dir() and list((jit_cache / "tmp").iterdir()) == []
-        path2, hit2, secs2 = _compile("tiny", TINY)
-        assert (path2, hit2, secs2) == (path, True, 0.0)
-        assert _entries(jit_cache) == [entry.name]
-
-    def test_key_covers_source_name_and_arch(self, jit_cache):
-        p1 = pathlib.Path(_compile("tiny", TINY)[0]).parent.name
-        p2 = pathlib.Path(_compile("tiny", TINY.replace("= 1", "= 2"))[0]).parent.name
-        p3 = pathlib.Path(_compile("tiny", TINY + "// comment\n")[0]).parent.name
-        p4 = pathlib.Path(_compile("other", TINY)[0]).parent.name
-        p5 = pathlib.Path(_compile("tiny", TINY, "90")[0]).parent.name
-        keys = {p.rsplit(".", 1)[1] for p in (p1, p2, p3, p5)}
-        assert len(keys) == 4, (p1, p2, p3, p5)
-        assert p4.startswith("other.")
-        assert len(_entries(jit_cache)) == 5
-
-    def test_key_covers_library_version(self, jit_cache):
-        ext = _runtime.extension()
-        p1 = pathlib.Path(_compile("tiny", TINY)[0]).parent.name
-        try:
-            ext.set_paths(_runtime.kernel_include_dir(), _runtime.cutlass_include_dir(),
-                          _runtime.cuda_home(), "0.0.0-test")
-            p2 = pathlib.Path(_compile("tiny", TINY)[0]).parent.name
-        finally:
-            _runtime.configure_jit()
-        assert p1 != p2
-
-    def test_cache_dir_is_read_per_call(self, jit_cache, tmp_path, monkeypatch):
-        _compile("tiny", TINY)
-        other = tmp_path / "other"
-        monkeypatch.setenv("JAXGEMM_JIT_CACHE_DIR", str(other))
-        path, hit, _ = _compile("tiny", TINY)
-        assert not hit and pathlib.Path(path).is_relative_to(other)
-
-    def test_nvcc_error(self, jit_cache):
-        broken = 'extern "C" __global__ void k(int* p) { *p = undefined_symbol; }\n'
-        with pytest.raises(RuntimeError, match=r"NVCC failed") as e:
-            _compile("broken", broken)
-        assert "undefined_symbol" in str(e.value)  # the compiler's log is in the message
-        assert _entries(jit_cache) == []
-        tmp = jit_cache / "tmp"
-        assert not tmp.exists() or list(tmp.iterdir()) == [], "failed compile left its temp folder"
-        # A later good compile still works.
-        assert _compile("tiny", TINY)[1] is False
-
-    def test_missing_nvcc(self, jit_cache, monkeypatch, tmp_path):
-        monkeypatch.setenv("JAXGEMM_JIT_NVCC_COMPILER", str(tmp_path / "no" / "nvcc"))
-        with pytest.raises(RuntimeError, match=r"nvcc not found"):
-            _compile("tiny", TINY)
-
-    @pytest.mark.parametrize("workers", [2, 4])
-    def test_concurrent_compiles_publish_once(self, jit_cache, workers):
-        src = TINY.replace("= 1", f"= {workers}")
-        barrier = threading.Barrier(workers)
-        results, errors = [], []
-
-        def work():
-            barrier.wait()
-            try:
-                results.append(_compile("race", src))
-            except Exception as e:  # noqa: BLE001
-                errors.append(e)
-
-        threads = [threading.Thread(target=work) for _ in range(workers)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert not errors, errors
-        assert len({r[0] for r in results}) == 1
-        assert any(not r[1] for r in results)
-        assert len(_entries(jit_cache)) == 1
-        assert pathlib.Path(results[0][0]).stat().st_size > 0
-        assert list((jit_cache / "tmp").iterdir()) == []
-
-    def test_concurrent_processes_publish_once(self, jit_cache):
-        """Two processes compiling one kernel: both succeed, one entry (rename is atomic)."""
-        code = ("import sys; from jaxgemm import _runtime; _runtime.configure_jit(); "
-                "print(_runtime.extension().compile_kernel('proc', sys.argv[1], '90a')[0])")
-        src = TINY.replace("= 1", "= 77")
-        procs = [subprocess.Popen([sys.executable, "-c", code, src], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
-        outs = [p.communicate(timeout=300) for p in procs]
-        assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
-        assert len({o[0].strip() for o in outs}) == 1
-        assert len(_entries(jit_cache)) == 1
-        assert list((jit_cache / "tmp").iterdir()) == []
-
-
-# ----------------------------------------------------------------------------- kernel instances
-
-BENCH_MS = (1, 64, 128, 4096, 4097)
-_CFG_KEYS = ("block_m", "block_n", "num_stages", "store_n", "group_n", "num_sms")
-
-
-def _bench_configs():
-    """Distinct configs the heuristic picks for the benchmark's shapes on a 132-SM H100."""
-    ext = _runtime.extension()
-    configs = {}
-    for n, k in DEEPSEEK_V3_NK:
-        for m in BENCH_MS:
-            cfg = dict(ext.fp8_gemm_config(m, n, k, 1, 132))
-            key = "-".join(f"{name}{cfg[name]}" for name in sorted(cfg) if name != "smem_bytes")
-            configs.setdefault(key, (cfg, []))[1].append((m, n, k))
-    return configs
-
-
-BENCH_CONFIGS = _bench_configs()
-
-
-def test_bench_configs_are_valid():
-    ext = _runtime.extension()
-    assert len(BENCH_CONFIGS) >= 2
-    for key, (cfg, shapes) in BENCH_CONFIGS.items():
-        assert cfg["block_m"] in (64, 128), key
-        assert cfg["block_n"] % 16 == 0 and 16 <= cfg["block_n"] <= 256, key
-        assert cfg["store_n"] in (16, 32, 64) and cfg["block_n"] % cfg["store_n"] == 0, key
-        assert cfg["num_stages"] >= 3, key
-        assert cfg["smem_bytes"] == ext.fp8_gemm_smem_bytes(cfg["block_m"], cfg["block_n"], cfg["num_stages"])
-        assert cfg["smem_bytes"] <= 232448, key
-        cluster = cfg.get("cluster_m", 1)
-        assert cluster in (1, 2) and cfg["num_sms"] % cluster == 0, key
-        for m, n, k in shapes:
-            tiles = -(-m // (cfg["block_m"] * cluster)) * cluster * -(-n // cfg["block_n"])
-            assert 1 <= cfg["num_sms"] <= min(132, tiles), (key, m, n, k)
-        # The public wrapper agrees with the extension.
-        m, n, k = shapes[0]
-        assert jaxgemm.fp8_gemm_config(m, n, k, num_sms=132) == cfg
-
-
-def test_small_m_uses_small_blocks():
-    for n, k in DEEPSEEK_V3_NK:
-        assert _runtime.extension().fp8_gemm_config(1, n, k, 1, 132)["block_m"] == 64
-
-
-@pytest.fixture(scope="module")
-def compiled_bench_kernels(tmp_path_factory):
-    """Compiles every benchmark kernel instance into a fresh cache, in parallel."""
-    if _nvcc_path() is None:
-        pytest.skip(f"no nvcc under {_runtime.cuda_home()}/bin")
-    cache = tmp_path_factory.mktemp("bench-jit")
-    ext = _runtime.extension()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("JAXGEMM_JIT_CACHE_DIR", str(cache))
-        mp.delenv("JAXGEMM_JIT_USE_NVRTC", raising=False)
-        _runtime.configure_jit()
-
-        def build(item):
-            key, (cfg, _) = item
-            src = ext.fp8_gemm_source(cfg)
-            try:
-                return key, (src, ext.compile_kernel("sm90_fp8_gemm_1d2d", src, "90a"))
-            except Exception as e:  # noqa: BLE001 - reported by the test of this config
-                return key, (src, e)
-
-        workers = max(1, min(4, os.cpu_count() or 1))
-        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-            results = dict(pool.map(build, BENCH_CONFIGS.items()))
-    return results
-
-
-@pytest.mark.parametrize("key", sorted(BENCH_CONFIGS))
-def test_bench_kernel_compiles(compiled_bench_kernels, key):
-    cfg, shapes = BENCH_CONFIGS[key]
-    src, result = compiled_bench_kernels[key]
-    if isinstance(result, Exception):
-        pytest.fail(f"config {cfg} (shapes {shapes}) failed to compile:\n{result}")
-    path, hit, secs = result
-    assert not hit and secs > 0
-    assert pathlib.Path(path).stat().st_size > 0
-    assert f"fp8_gemm_1d2d<Wgmma, {cfg['block_m']}, {cfg['block_n']}, {cfg['num_stages']}, " in src
-    assert f"MMA_64x{cfg['block_n']}x32_F32E4M3E4M3_SS_TN" in src
-
-
-def _find_cuobjdump():
-    """cuobjdump: $JAXGEMM_CUOBJDUMP, PATH, the CUDA toolkit, the nvidia-cuda-cuobjdump wheel."""
-    env = os.environ.get("JAXGEMM_CUOBJDUMP")
-    if env:
-        return env if os.access(env, os.X_OK) else None
-    found = shutil.which("cuobjdump")
-    if found:
-        return found
-    candidates = [pathlib.Path(_runtime.cuda_home()) / "bin" / "cuobjdump"]
-    for base in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}:
-        for sub in ("cu13", "cu12", "cuda_cuobjdump"):
-            candidates.append(pathlib.Path(base) / "nvidia" / sub / "bin" / "cuobjdump")
-    for c in candidates:
-        if os.access(c, os.X_OK):
-            return str(c)
-    return None
-
-
-@pytest.mark.parametrize("key", sorted(BENCH_CONFIGS))
-def test_bench_kernel_sass(compiled_bench_kernels, key):
-    """The instance uses FP8 WGMMA (QGMMA) and no local memory (LDL/STL: register spills
-    or stack arrays, which cost the kernel dearly)."""
-    tool = _find_cuobjdump()
-    if tool is None:
-        pytest.skip("no cuobjdump (set JAXGEMM_CUOBJDUMP, put it on PATH, or "
-                    "pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)")
-    src, result = compiled_bench_kernels[key]
-    if isinstance(result, Exception):
-        pytest.skip("did not compile (reported by test_bench_kernel_compiles)")
-    env = dict(os.environ)
-    env["PATH"] = os.path.dirname(tool) + os.pathsep + env.get("PATH", "")  # nvdisasm beside it
-    proc = subprocess.run([tool, "-sass", result[0]], capture_output=True, text=True, env=env, timeout=300)
-    if proc.returncode != 0 and "nvdisasm" in (proc.stderr + proc.stdout):
-        pytest.skip(f"{tool} cannot disassemble without nvdisasm: {proc.stderr.strip()[:300]}")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    sass = proc.stdout
-    assert "jaxgemm_sm90_fp8_gemm_1d2d" in sass
-    cfg = BENCH_CONFIGS[key][0]
-    qgmma = re.findall(r"QGMMA\.64x(\d+)x32\.F32\.E4M3\.E4M3", sass)
-    assert qgmma, "no QGMMA (FP8 WGMMA) in the SASS"
-    assert set(qgmma) == {str(cfg["block_n"])}, set(qgmma)
-    local = [ln.strip() for ln in sass.splitlines() if re.search(r"\b(LDL|STL)(\.\w+)*\b", ln)]
-    assert not local, f"{len(local)} local-memory instructions, e.g. {local[:3]}"

@@ -133,12 +133,19 @@ def _check_bf16(a, b, c, out_dtype, layout):
     return a, b, _check_c(c, m, n, op), _out_dtype(out_dtype, op), (m, n, k)
 
 
+def _check_store_n(cfg, out_dtype, op):
+    store_n = dict(cfg or ()).get("store_n", 8)
+    if store_n * out_dtype.itemsize > 128:
+        raise ValueError(f"{op}: config store_n={store_n} is wider than 128 bytes of {out_dtype} output")
+
+
 # ----------------------------------------------------------------------------- FP8
 
 def _fp8_gemm(layout, a, b, c=None, out_dtype=jnp.bfloat16, *, config=None):
     op = f"fp8_gemm_{layout}"
     a, sfa, b, sfb, c, out_dtype, sfb_per_row = _check_fp8(a, b, c, out_dtype, layout)
     cfg = normalize_config(config, op)
+    _check_store_n(cfg, out_dtype, op)
     m, n, k = a.shape[0], b.shape[0], a.shape[1]
     if m == 0 or n == 0 or k == 0:
         return jnp.zeros((m, n), out_dtype) if c is None else c.astype(out_dtype)
@@ -199,9 +206,20 @@ def _bf16_spec(a_mn_major, b_mn_major, out_dtype, c_dtype, config):
                     a_mn_major=a_mn_major, b_mn_major=b_mn_major, config=config)
 
 
+def _pad_axis(x, axis, multiple):
+    extra = -x.shape[axis] % multiple
+    if not extra:
+        return x
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (0, extra)
+    return jnp.pad(x, widths)
+
+
 def _gemm2d(a, b, c, a_mn_major, b_mn_major, out_dtype, config):
-    """The BF16 kernel on 2D operands; an MN-major operand whose rows TMA cannot
-    address (contiguous size not a multiple of 8) is transposed to K-major first."""
+    """The BF16 kernel on 2D operands, whatever their sizes. TMA needs 16-byte rows:
+    an MN-major operand whose M (or N) is not a multiple of 8 is transposed to K-major,
+    and K or N that are not are zero-padded (the public functions require K % 8 and
+    N % 8; their gradients may not meet them)."""
     if a_mn_major and a.shape[1] % 8:
         a, a_mn_major = a.T, False
     if b_mn_major and b.shape[1] % 8:
@@ -211,9 +229,13 @@ def _gemm2d(a, b, c, a_mn_major, b_mn_major, out_dtype, config):
     k = a.shape[0] if a_mn_major else a.shape[1]
     if m == 0 or n == 0 or k == 0:
         return jnp.zeros((m, n), out_dtype) if c is None else c.astype(out_dtype)
+    a = _pad_axis(a, 0 if a_mn_major else 1, 8)  # zeros along K add nothing
+    b = _pad_axis(b, 0 if b_mn_major else 1, 8)
+    b = _pad_axis(b, 1 if b_mn_major else 0, 8)  # extra columns of D, dropped below
+    c = None if c is None else _pad_axis(c, 1, 8)
     spec = _bf16_spec(a_mn_major, b_mn_major, out_dtype, None if c is None else c.dtype, config)
     args = [a[None], b[None]] + ([] if c is None else [c[None]])
-    return gemm_p.bind(*args, spec=spec)[0]
+    return gemm_p.bind(*args, spec=spec)[0][:, :n]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
@@ -232,7 +254,8 @@ def _bf16_bwd(a_mn_major, b_mn_major, out_dtype, config, res, g):
     place: only the majors change, never a transpose in memory."""
     del out_dtype, config
     a, b, c_like = res
-    g = g.astype(jnp.bfloat16)
+    dc = None if c_like is None else g.astype(c_like.dtype)
+    g = g.astype(jnp.bfloat16)  # the kernels' operand type
     if a_mn_major:  # dA [K, M] = B'^T g^T: A-operand B' viewed [K, N], B-operand g [M, N]
         da = _gemm2d(b, g, None, not b_mn_major, False, a.dtype, None)
     else:           # dA [M, K] = g B': A-operand g [M, N], B-operand B' viewed [K, N]
@@ -241,17 +264,28 @@ def _bf16_bwd(a_mn_major, b_mn_major, out_dtype, config, res, g):
         db = _gemm2d(a, g, None, not a_mn_major, True, b.dtype, None)
     else:           # dB [N, K] = g^T A': A-operand g^T ([M, N] stored), B-operand A' viewed [K, M]
         db = _gemm2d(g, a, None, True, not a_mn_major, b.dtype, None)
-    dc = None if c_like is None else g.astype(c_like.dtype)
     return da, db, dc
 
 
 _bf16_gemm_vjp.defvjp(_bf16_fwd, _bf16_bwd)
 
 
+def _check_bf16_config(cfg, b_mn_major, out_dtype, op):
+    """What the BF16 kernel cannot take, refused at trace time (not at lowering)."""
+    cfg = dict(cfg or ())
+    if cfg.get("cluster_m", 1) != 1:
+        raise ValueError(f"{op}: config cluster_m must be 1 (the BF16 kernel does not multicast)")
+    if b_mn_major and cfg.get("block_n", 64) % 64:
+        raise ValueError(f"{op}: config block_n={cfg['block_n']} must be a multiple of 64 when B "
+                         "is stored [K, N]")
+    _check_store_n(cfg, out_dtype, op)
+
+
 def _bf16_gemm(layout, a, b, c=None, out_dtype=jnp.bfloat16, *, config=None):
     a_t, b_t = reference.LAYOUTS[layout]
     a, b, c, out_dtype, _ = _check_bf16(a, b, c, out_dtype, layout)
     cfg = normalize_config(config, f"bf16_gemm_{layout}")
+    _check_bf16_config(cfg, b_t, out_dtype, f"bf16_gemm_{layout}")
     return _bf16_gemm_vjp(a, b, c, a_t, b_t, out_dtype, cfg)
 
 

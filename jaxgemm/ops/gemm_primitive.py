@@ -92,8 +92,11 @@ def normalize_config(config, op_name: str):
     """A user's `config=` override, checked, as a hashable tuple of (key, value)."""
     if config is None:
         return None
-    if isinstance(config, tuple):
-        return config
+    if isinstance(config, tuple):  # the primitive's own form: check it all the same
+        try:
+            config = dict(config)
+        except (TypeError, ValueError):
+            raise TypeError(f"{op_name}: config must be a dict with keys from {CONFIG_KEYS}") from None
     if not isinstance(config, dict):
         raise TypeError(f"{op_name}: config must be a dict with keys from {CONFIG_KEYS}")
     unknown = set(config) - set(CONFIG_KEYS)

@@ -1,0 +1,426 @@
+"""The C++ JIT core and the kernel instances, without a GPU.
+
+  - NVCC compilation through the on-disk cache: keys, hits, atomic publish, errors;
+  - every kernel instance the heuristics pick for the benchmark's shapes (M in {128, 4096}
+    x the DeepSeek-V3 (N, K) pairs of `jaxgemm.bench`, 132 SMs as on an H100 SXM) for
+      fp8 1D2D (block-scaled B) with BF16 output,
+      fp8 1D1D (per-row B scales, the weight-gradient recipe) with FP32 output and FP32 C,
+      bf16 in each of the 4 layouts nt, nn, tn, tt (A and B K- or MN-major), BF16 output,
+    is a valid config, generates the template instance it names, compiles with
+    `nvcc -arch=sm_90a`, and (where cuobjdump is available) its SASS uses the right
+    tensor-core instruction (QGMMA for FP8, HGMMA for BF16, transposed operand flags
+    exactly for the MN-major operands) and no local memory (LDL/STL).
+
+The configs are deduplicated by the code they generate (the SM count, for one, is a
+runtime argument, not part of the instance), which leaves about 30 instances: all are
+compiled, in parallel, once per session. Should the heuristics ever produce more than
+MAX_INSTANCES, only one instance per distinct (kind, block_m, block_n) is compiled, to keep
+the suite's time bounded on a 2-core CI machine (each compile takes seconds to tens of
+seconds there); the config checks still cover every shape.
+
+Skipped where nvcc is not found (JAXGEMM_JIT_NVCC_COMPILER or <cuda_home>/bin/nvcc);
+the SASS checks are skipped where cuobjdump (and nvdisasm beside it) is not found.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import threading
+
+import pytest
+
+import jaxgemm
+from jaxgemm import _runtime
+from jaxgemm.bench import DEEPSEEK_V3_NK
+
+# ----------------------------------------------------------------------------- JIT core
+
+def _nvcc_path():
+    env = os.environ.get("JAXGEMM_JIT_NVCC_COMPILER")
+    if env:
+        return env if os.access(env, os.X_OK) else None
+    path = os.path.join(_runtime.cuda_home(), "bin", "nvcc")
+    return path if os.access(path, os.X_OK) else None
+
+
+needs_nvcc = pytest.mark.skipif(_nvcc_path() is None,
+                                reason=f"no nvcc (looked in {_runtime.cuda_home()}/bin and "
+                                       "$JAXGEMM_JIT_NVCC_COMPILER)")
+
+TINY = 'extern "C" __global__ void k(int* p) { *p = 1; }\n'
+HEX32 = re.compile(r"^[0-9a-f]{32}$")
+
+
+@pytest.fixture
+def jit_cache(tmp_path, monkeypatch):
+    """A private, empty JIT cache; the JIT configured with this install's paths."""
+    cache = tmp_path / "jit"
+    monkeypatch.setenv("JAXGEMM_JIT_CACHE_DIR", str(cache))
+    for var in ("JAXGEMM_JIT_USE_NVRTC", "JAXGEMM_JIT_DEBUG", "JAXGEMM_JIT_PTXAS_VERBOSE",
+                "JAXGEMM_JIT_PRINT_COMPILER_COMMAND"):
+        monkeypatch.delenv(var, raising=False)
+    _runtime.configure_jit()
+    return cache
+
+
+def _entries(cache):
+    d = cache / "cache"
+    return sorted(p.name for p in d.iterdir()) if d.exists() else []
+
+
+def _compile(name, src, arch="90a"):
+    return _runtime.extension().compile_kernel(name, src, arch)
+
+
+@needs_nvcc
+class TestJitCache:
+    def test_compile_then_hit(self, jit_cache):
+        path, hit, secs = _compile("tiny", TINY)
+        assert hit is False and secs > 0
+        p = pathlib.Path(path)
+        assert p.is_file() and p.stat().st_size > 0 and p.name == "kernel.cubin"
+        assert p.read_bytes()[:4] == b"\x7fELF"
+        entry = p.parent
+        assert entry.parent == jit_cache / "cache"
+        name, key = entry.name.rsplit(".", 1)
+        assert name == "tiny" and HEX32.match(key), entry.name
+        assert (jit_cache / "tmp").is_dir() and list((jit_cache / "tmp").iterdir()) == []
+        path2, hit2, secs2 = _compile("tiny", TINY)
+        assert (path2, hit2, secs2) == (path, True, 0.0)
+        assert _entries(jit_cache) == [entry.name]
+
+    def test_key_covers_source_name_and_arch(self, jit_cache):
+        p1 = pathlib.Path(_compile("tiny", TINY)[0]).parent.name
+        p2 = pathlib.Path(_compile("tiny", TINY.replace("= 1", "= 2"))[0]).parent.name
+        p3 = pathlib.Path(_compile("tiny", TINY + "// comment\n")[0]).parent.name
+        p4 = pathlib.Path(_compile("other", TINY)[0]).parent.name
+        p5 = pathlib.Path(_compile("tiny", TINY, "90")[0]).parent.name
+        keys = {p.rsplit(".", 1)[1] for p in (p1, p2, p3, p5)}
+        assert len(keys) == 4, (p1, p2, p3, p5)
+        assert p4.startswith("other.")
+        assert len(_entries(jit_cache)) == 5
+
+    def test_key_covers_library_version(self, jit_cache):
+        ext = _runtime.extension()
+        p1 = pathlib.Path(_compile("tiny", TINY)[0]).parent.name
+        try:
+            ext.set_paths(_runtime.kernel_include_dir(), _runtime.cutlass_include_dir(),
+                          _runtime.cuda_home(), "0.0.0-test")
+            p2 = pathlib.Path(_compile("tiny", TINY)[0]).parent.name
+        finally:
+            _runtime.configure_jit()
+        assert p1 != p2
+
+    def test_cache_dir_is_read_per_call(self, jit_cache, tmp_path, monkeypatch):
+        _compile("tiny", TINY)
+        other = tmp_path / "other"
+        monkeypatch.setenv("JAXGEMM_JIT_CACHE_DIR", str(other))
+        path, hit, _ = _compile("tiny", TINY)
+        assert not hit and pathlib.Path(path).is_relative_to(other)
+
+    def test_nvcc_error(self, jit_cache):
+        broken = 'extern "C" __global__ void k(int* p) { *p = undefined_symbol; }\n'
+        with pytest.raises(RuntimeError, match=r"NVCC failed") as e:
+            _compile("broken", broken)
+        assert "undefined_symbol" in str(e.value)  # the compiler's log is in the message
+        assert _entries(jit_cache) == []
+        tmp = jit_cache / "tmp"
+        assert not tmp.exists() or list(tmp.iterdir()) == [], "failed compile left its temp folder"
+        # A later good compile still works.
+        assert _compile("tiny", TINY)[1] is False
+
+    def test_missing_nvcc(self, jit_cache, monkeypatch, tmp_path):
+        monkeypatch.setenv("JAXGEMM_JIT_NVCC_COMPILER", str(tmp_path / "no" / "nvcc"))
+        with pytest.raises(RuntimeError, match=r"nvcc not found"):
+            _compile("tiny", TINY)
+
+    @pytest.mark.parametrize("workers", [2, 4])
+    def test_concurrent_compiles_publish_once(self, jit_cache, workers):
+        src = TINY.replace("= 1", f"= {workers}")
+        barrier = threading.Barrier(workers)
+        results, errors = [], []
+
+        def work():
+            barrier.wait()
+            try:
+                results.append(_compile("race", src))
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+
+        threads = [threading.Thread(target=work) for _ in range(workers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        assert len({r[0] for r in results}) == 1
+        assert any(not r[1] for r in results)
+        assert len(_entries(jit_cache)) == 1
+        assert pathlib.Path(results[0][0]).stat().st_size > 0
+        assert list((jit_cache / "tmp").iterdir()) == []
+
+    def test_concurrent_processes_publish_once(self, jit_cache):
+        """Two processes compiling one kernel: both succeed, one entry (rename is atomic)."""
+        code = ("import sys; from jaxgemm import _runtime; _runtime.configure_jit(); "
+                "print(_runtime.extension().compile_kernel('proc', sys.argv[1], '90a')[0])")
+        src = TINY.replace("= 1", "= 77")
+        procs = [subprocess.Popen([sys.executable, "-c", code, src], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        outs = [p.communicate(timeout=300) for p in procs]
+        assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+        assert len({o[0].strip() for o in outs}) == 1
+        assert len(_entries(jit_cache)) == 1
+        assert list((jit_cache / "tmp").iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- kernel instances
+
+BENCH_MS = (128, 4096)
+NUM_SMS = 132
+SMEM_CAPACITY = 232448
+MAX_INSTANCES = 36
+
+# kind -> the heuristic's arguments beyond (m, n, k, batches, num_sms), and the public
+# config function's keyword arguments that ask for the same kind.
+KINDS = {
+    "fp8_1d2d": {"op": "fp8", "sfb_per_row": False, "out_bytes": 2, "c_bytes": 0, "public": {}},
+    "fp8_1d1d_f32": {"op": "fp8", "sfb_per_row": True, "out_bytes": 4, "c_bytes": 4,
+                     "public": {"sfb_per_row": True, "out_dtype": "float32", "c_dtype": "float32"}},
+    **{f"bf16_{layout}": {"op": "bf16", "a_mn_major": a_t, "b_mn_major": b_t, "out_bytes": 2, "c_bytes": 0,
+                          "public": {"layout": layout}}
+       for layout, (a_t, b_t) in (("nt", (False, False)), ("nn", (False, True)),
+                                  ("tn", (True, True)), ("tt", (True, False)))},
+}
+
+
+def _heuristic(kind, m, n, k):
+    ext, spec = _runtime.extension(), KINDS[kind]
+    if spec["op"] == "fp8":
+        return dict(ext.fp8_gemm_config(m, n, k, 1, NUM_SMS, spec["sfb_per_row"], spec["out_bytes"],
+                                        spec["c_bytes"]))
+    return dict(ext.bf16_gemm_config(m, n, k, 1, NUM_SMS, spec["a_mn_major"], spec["b_mn_major"],
+                                     spec["out_bytes"], spec["c_bytes"]))
+
+
+def _source(kind, cfg):
+    ext = _runtime.extension()
+    return (ext.fp8_gemm_source if KINDS[kind]["op"] == "fp8" else ext.bf16_gemm_source)(cfg)
+
+
+def _code(src):
+    """The generated source without its comment lines (which name runtime-only values
+    such as the SM count): two configs with the same code are one kernel instance."""
+    return "\n".join(ln for ln in src.splitlines() if not ln.lstrip().startswith("//"))
+
+
+def _bench_configs():
+    """{(kind, m, n, k): config} for every benchmark shape and kind."""
+    return {(kind, m, n, k): _heuristic(kind, m, n, k)
+            for kind in KINDS for n, k in DEEPSEEK_V3_NK for m in BENCH_MS}
+
+
+def _instances(configs):
+    """{key: (kind, config, [shapes])}, one entry per distinct kernel instance; if there
+    are more than MAX_INSTANCES, one per distinct (kind, block_m, block_n)."""
+    by_code = {}
+    for (kind, m, n, k), cfg in configs.items():
+        code = _code(_source(kind, cfg))
+        entry = by_code.setdefault((kind, code), (kind, cfg, []))
+        entry[2].append((m, n, k))
+    if len(by_code) > MAX_INSTANCES:
+        firsts = {}
+        for kind, cfg, shapes in by_code.values():
+            firsts.setdefault((kind, cfg["block_m"], cfg["block_n"]), (kind, cfg, shapes))
+        chosen = list(firsts.values())
+    else:
+        chosen = list(by_code.values())
+    out = {}
+    for kind, cfg, shapes in chosen:
+        key = (f"{kind}-m{cfg['block_m']}n{cfg['block_n']}s{cfg['num_stages']}"
+               f"w{cfg['store_n']}g{cfg['group_n']}c{cfg['cluster_m']}")
+        assert key not in out, f"two instances named {key}"
+        out[key] = (kind, cfg, shapes)
+    return out
+
+
+BENCH_CONFIGS = _bench_configs()
+INSTANCES = _instances(BENCH_CONFIGS)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_bench_configs_are_valid(kind):
+    """Every config the heuristic picks for a benchmark shape is one the kernel can run,
+    of the kind asked for, and the public config function agrees with the extension."""
+    ext, spec = _runtime.extension(), KINDS[kind]
+    for (kind_, m, n, k), cfg in BENCH_CONFIGS.items():
+        if kind_ != kind:
+            continue
+        where = (kind, m, n, k, cfg)
+        assert cfg["block_m"] in (64, 128), where
+        assert cfg["block_n"] % 16 == 0 and 16 <= cfg["block_n"] <= 256, where
+        assert cfg["store_n"] in (8, 16, 32, 64) and cfg["block_n"] % cfg["store_n"] == 0, where
+        assert cfg["store_n"] * spec["out_bytes"] <= 128, where  # one TMA store of <= 128 bytes
+        assert cfg["num_stages"] >= 3, where
+        assert cfg["group_n"] >= 1, where
+        if spec["op"] == "fp8":
+            smem = ext.fp8_gemm_smem_bytes(cfg["block_m"], cfg["block_n"], cfg["num_stages"],
+                                           spec["sfb_per_row"], spec["out_bytes"])
+        else:
+            smem = ext.bf16_gemm_smem_bytes(cfg["block_m"], cfg["block_n"], cfg["num_stages"],
+                                            spec["out_bytes"])
+            assert cfg["cluster_m"] == 1, where  # the BF16 kernel does not multicast
+            if spec["b_mn_major"]:
+                assert cfg["block_n"] % 64 == 0, where  # an MN-major B is read in 64-wide swizzles
+        assert cfg["smem_bytes"] == smem <= SMEM_CAPACITY, where
+        cluster = cfg["cluster_m"]
+        assert cluster in (1, 2) and cfg["num_sms"] % cluster == 0, where
+        assert cfg["block_n"] % (8 * cluster) == 0, where
+        tiles = -(-m // (cfg["block_m"] * cluster)) * cluster * -(-n // cfg["block_n"])
+        assert 1 <= cfg["num_sms"] <= min(NUM_SMS, tiles), where
+        # The config carries the kind it was chosen for (the FFI handler reads it).
+        for key in ("sfb_per_row", "a_mn_major", "b_mn_major"):
+            assert cfg[key] == int(spec.get(key, False)), (where, key)
+        assert (cfg["out_bytes"], cfg["c_bytes"]) == (spec["out_bytes"], spec["c_bytes"]), where
+        # The public wrapper agrees with the extension.
+        public = (jaxgemm.fp8_gemm_config if spec["op"] == "fp8" else jaxgemm.bf16_gemm_config)
+        assert public(m, n, k, num_sms=NUM_SMS, **spec["public"]) == cfg, where
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_small_m_uses_small_blocks(kind):
+    for n, k in DEEPSEEK_V3_NK:
+        assert _heuristic(kind, 1, n, k)["block_m"] == 64, (n, k)
+
+
+def test_instances_cover_every_kind_and_block_shape():
+    """The compiled instances cover every (kind, block_m, block_n) the heuristics pick."""
+    picked = {(kind, cfg["block_m"], cfg["block_n"]) for (kind, *_), cfg in BENCH_CONFIGS.items()}
+    compiled = {(kind, cfg["block_m"], cfg["block_n"]) for kind, cfg, _ in INSTANCES.values()}
+    assert compiled == picked
+    assert {kind for kind, _, _ in INSTANCES.values()} == set(KINDS)
+
+
+@pytest.fixture(scope="module")
+def compiled_bench_kernels(tmp_path_factory):
+    """Compiles every instance into a fresh cache, in parallel."""
+    if _nvcc_path() is None:
+        pytest.skip(f"no nvcc under {_runtime.cuda_home()}/bin")
+    cache = tmp_path_factory.mktemp("bench-jit")
+    ext = _runtime.extension()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JAXGEMM_JIT_CACHE_DIR", str(cache))
+        mp.delenv("JAXGEMM_JIT_USE_NVRTC", raising=False)
+        _runtime.configure_jit()
+
+        def build(item):
+            key, (kind, cfg, _) = item
+            src = _source(kind, cfg)
+            try:
+                return key, (src, ext.compile_kernel(f"sm90_{KINDS[kind]['op']}_gemm", src, "90a"))
+            except Exception as e:  # noqa: BLE001 - reported by the test of this instance
+                return key, (src, e)
+
+        workers = max(1, min(4, os.cpu_count() or 1))
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            results = dict(pool.map(build, INSTANCES.items()))
+    return results
+
+
+def _bool(x):
+    return "true" if x else "false"
+
+
+@pytest.mark.parametrize("key", sorted(INSTANCES))
+def test_bench_kernel_compiles(compiled_bench_kernels, key):
+    kind, cfg, shapes = INSTANCES[key]
+    spec = KINDS[kind]
+    src, result = compiled_bench_kernels[key]
+    if isinstance(result, Exception):
+        pytest.fail(f"{kind} config {cfg} (shapes {shapes}) failed to compile:\n{result}")
+    path, hit, secs = result
+    assert not hit and secs > 0
+    cubin = pathlib.Path(path)
+    assert cubin.stat().st_size > 0 and cubin.read_bytes()[:4] == b"\x7fELF"
+    bm, bn = cfg["block_m"], cfg["block_n"]
+    head = f"{bm}, {bn}, {cfg['num_stages']}, {cfg['store_n']}, {cfg['group_n']}"
+    if spec["op"] == "fp8":
+        assert "#include <sm90/fp8_gemm.cuh>" in src
+        assert (f"jaxgemm::sm90::fp8_gemm<Wgmma, {head}, {cfg['cluster_m']}, "
+                f"{_bool(spec['sfb_per_row'])}, {spec['out_bytes']}, {spec['c_bytes']}>(params)") in src, src
+        assert f"MMA_64x{bn}x32_F32E4M3E4M3_SS_TN" in src, src
+    else:
+        majors = ", ".join(f"cute::SM90::GMMA::Major::{'MN' if spec[x] else 'K'}"
+                           for x in ("a_mn_major", "b_mn_major"))
+        assert "#include <sm90/bf16_gemm.cuh>" in src
+        assert (f"jaxgemm::sm90::bf16_gemm<Wgmma, {head}, {_bool(spec['a_mn_major'])}, "
+                f"{_bool(spec['b_mn_major'])}, {spec['out_bytes']}, {spec['c_bytes']}>(params)") in src, src
+        assert f"MMA_64x{bn}x16_F32BF16BF16_SS<{majors}>" in src, src
+
+
+def _find_cuobjdump():
+    """cuobjdump: $JAXGEMM_CUOBJDUMP, PATH, the CUDA toolkit, the nvidia-cuda-cuobjdump wheel."""
+    env = os.environ.get("JAXGEMM_CUOBJDUMP")
+    if env:
+        return env if os.access(env, os.X_OK) else None
+    found = shutil.which("cuobjdump")
+    if found:
+        return found
+    candidates = [pathlib.Path(_runtime.cuda_home()) / "bin" / "cuobjdump"]
+    for base in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}:
+        for sub in ("cu13", "cu12", "cuda_cuobjdump"):
+            candidates.append(pathlib.Path(base) / "nvidia" / sub / "bin" / "cuobjdump")
+    for c in candidates:
+        if os.access(c, os.X_OK):
+            return str(c)
+    return None
+
+
+@pytest.mark.parametrize("key", sorted(INSTANCES))
+def test_bench_kernel_sass(compiled_bench_kernels, key):
+    """The instance uses the tensor-core instruction of its kind, at the block's width
+    (QGMMA E4M3 for FP8; HGMMA BF16 for BF16, with the transposed-operand flags on
+    exactly the MN-major operands) and no local memory (LDL/STL: register spills or
+    stack arrays, which cost the kernel dearly)."""
+    tool = _find_cuobjdump()
+    if tool is None:
+        pytest.skip("no cuobjdump (set JAXGEMM_CUOBJDUMP, put it on PATH, or "
+                    "pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)")
+    _, result = compiled_bench_kernels[key]
+    if isinstance(result, Exception):
+        pytest.skip("did not compile (reported by test_bench_kernel_compiles)")
+    env = dict(os.environ)
+    env["PATH"] = os.path.dirname(tool) + os.pathsep + env.get("PATH", "")  # nvdisasm beside it
+    proc = subprocess.run([tool, "-sass", result[0]], check=False, capture_output=True, text=True,
+                          env=env, timeout=300)
+    if proc.returncode != 0 and "nvdisasm" in (proc.stderr + proc.stdout):
+        pytest.skip(f"{tool} cannot disassemble without nvdisasm: {proc.stderr.strip()[:300]}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    sass = proc.stdout
+    kind, cfg, _ = INSTANCES[key]
+    spec = KINDS[kind]
+    bn = str(cfg["block_n"])
+    if spec["op"] == "fp8":
+        assert re.search(r"Function : jaxgemm_sm90_fp8_gemm\b", sass)
+        qgmma = re.findall(r"QGMMA\.64x(\d+)x32\.F32\.E4M3\.E4M3", sass)
+        assert qgmma, "no QGMMA (FP8 WGMMA) in the SASS"
+        assert len(qgmma) == len(re.findall(r"\bQGMMA\.", sass)), "QGMMA of another form"
+        assert set(qgmma) == {bn}, set(qgmma)
+        assert "HGMMA" not in sass
+    else:
+        assert re.search(r"Function : jaxgemm_sm90_bf16_gemm\b", sass)
+        hgmma = re.findall(r"HGMMA\.64x(\d+)x16\.F32\.BF16 [^;]*?gdesc\[\w+\]((?:\.tnsp[AB])*)", sass)
+        assert hgmma, "no HGMMA (BF16 WGMMA) in the SASS"
+        assert len(hgmma) == len(re.findall(r"\bHGMMA\.", sass)), "HGMMA of another form"
+        assert {n for n, _ in hgmma} == {bn}, hgmma[:4]
+        flags = ("" + (".tnspA" if spec["a_mn_major"] else "") + (".tnspB" if spec["b_mn_major"] else ""))
+        assert {f for _, f in hgmma} == {flags}, (flags, {f for _, f in hgmma})
+        assert "QGMMA" not in sass
+    local = [ln.strip() for ln in sass.splitlines() if re.search(r"\b(LDL|STL)(\.\w+)*\b", ln)]
+    assert not local, f"{len(local)} local-memory instructions, e.g. {local[:3]}"
