@@ -190,11 +190,13 @@ def test_bf16_gemm(layout, c_dtype, out_dtype, m, n, k):
     {"block_m": 128, "block_n": 112},
     {"block_m": 128, "block_n": 256, "num_stages": 3},
     {"block_m": 128, "block_n": 128, "num_sms": 7},
+    {"block_m": 128, "block_n": 256, "cluster_m": 2},  # B multicast; 3 m-blocks: one dummy
+    {"block_m": 64, "block_n": 128, "cluster_m": 2, "num_sms": 6},
 ])
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_bf16_gemm_pinned_configs(layout, config):
-    if layout[1] == "n" and config["block_n"] % 64:
-        pytest.skip("an MN-major B needs block_n % 64 == 0 (rejected at trace time)")
+    if layout[1] == "n" and config["block_n"] % (64 * config.get("cluster_m", 1)):
+        pytest.skip("an MN-major B needs whole 64-column chunks per CTA (rejected at trace time)")
     m, n, k = 328, 1160, 1544  # partial tiles in M, N and K
     a_t, b_t = reference.LAYOUTS[layout]
     x, w = _random(m, n, k, seed=9)

@@ -275,9 +275,8 @@ def test_bench_configs_are_valid(kind):
         else:
             smem = ext.bf16_gemm_smem_bytes(cfg["block_m"], cfg["block_n"], cfg["num_stages"],
                                             spec["out_bytes"])
-            assert cfg["cluster_m"] == 1, where  # the BF16 kernel does not multicast
-            if spec["b_mn_major"]:
-                assert cfg["block_n"] % 64 == 0, where  # an MN-major B is read in 64-wide swizzles
+            if spec["b_mn_major"]:  # an MN-major B is read (and multicast) in 64-wide swizzles
+                assert cfg["block_n"] % (64 * cfg["cluster_m"]) == 0, where
         assert cfg["smem_bytes"] == smem <= SMEM_CAPACITY, where
         cluster = cfg["cluster_m"]
         assert cluster in (1, 2) and cfg["num_sms"] % cluster == 0, where
@@ -359,7 +358,7 @@ def test_bench_kernel_compiles(compiled_bench_kernels, key):
         majors = ", ".join(f"cute::SM90::GMMA::Major::{'MN' if spec[x] else 'K'}"
                            for x in ("a_mn_major", "b_mn_major"))
         assert "#include <sm90/bf16_gemm.cuh>" in src
-        assert (f"jaxgemm::sm90::bf16_gemm<Wgmma, {head}, {_bool(spec['a_mn_major'])}, "
+        assert (f"jaxgemm::sm90::bf16_gemm<Wgmma, {head}, {cfg['cluster_m']}, {_bool(spec['a_mn_major'])}, "
                 f"{_bool(spec['b_mn_major'])}, {spec['out_bytes']}, {spec['c_bytes']}>(params)") in src, src
         assert f"MMA_64x{bn}x16_F32BF16BF16_SS<{majors}>" in src, src
 

@@ -32,7 +32,7 @@ struct Sm90Bf16Gemm {
     src += std::string(kSymbol) + "(const __grid_constant__ jaxgemm::Bf16GemmParams params) {\n";
     src += "  jaxgemm::sm90::bf16_gemm<Wgmma, " + std::to_string(c.block_m) + ", " + bn + ", " +
            std::to_string(c.num_stages) + ", " + std::to_string(c.store_n) + ", " + std::to_string(c.group_n) +
-           ", " + bool_str(c.kind.a_mn_major) + ", " + bool_str(c.kind.b_mn_major) + ", " +
+           ", " + std::to_string(c.cluster_m) + ", " + bool_str(c.kind.a_mn_major) + ", " + bool_str(c.kind.b_mn_major) + ", " +
            std::to_string(c.kind.out_bytes) + ", " + std::to_string(c.kind.c_bytes) + ">(params);\n}\n";
     return src;
   }
@@ -60,7 +60,8 @@ struct Sm90Bf16Gemm {
                             {64, block, 1}, CU_TENSOR_MAP_SWIZZLE_128B};
     };
     const jit::TmaTensor a = operand(x.a, c.kind.a_mn_major, x.m, x.batches, uint32_t(c.block_m));
-    const jit::TmaTensor b = operand(x.b, c.kind.b_mn_major, x.n, lb, uint32_t(c.block_n));
+    // With a cluster, each CTA loads (and multicasts) its share of a K-major B's rows.
+    const jit::TmaTensor b = operand(x.b, c.kind.b_mn_major, x.n, lb, uint32_t(c.block_n / c.cluster_m));
     jit::TmaTensor d{ob == 4 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT32 : bf16, x.d, 3, {x.n, x.m, x.batches},
                      {uint64_t(x.n) * ob, uint64_t(x.m) * x.n * ob}, {uint32_t(c.store_n), 64, 1},
                      jit::swizzle_for_span(uint32_t(c.store_n * ob))};

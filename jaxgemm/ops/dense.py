@@ -273,11 +273,10 @@ _bf16_gemm_vjp.defvjp(_bf16_fwd, _bf16_bwd)
 def _check_bf16_config(cfg, b_mn_major, out_dtype, op):
     """What the BF16 kernel cannot take, refused at trace time (not at lowering)."""
     cfg = dict(cfg or ())
-    if cfg.get("cluster_m", 1) != 1:
-        raise ValueError(f"{op}: config cluster_m must be 1 (the BF16 kernel does not multicast)")
-    if b_mn_major and cfg.get("block_n", 64) % 64:
-        raise ValueError(f"{op}: config block_n={cfg['block_n']} must be a multiple of 64 when B "
-                         "is stored [K, N]")
+    chunk = 64 * cfg.get("cluster_m", 1)  # whole 64-column chunks per CTA of a cluster
+    if b_mn_major and cfg.get("block_n", chunk) % chunk:
+        raise ValueError(f"{op}: config block_n={cfg['block_n']} must be a multiple of {chunk} when B "
+                         f"is stored [K, N] (cluster_m={cfg.get('cluster_m', 1)})")
     _check_store_n(cfg, out_dtype, op)
 
 

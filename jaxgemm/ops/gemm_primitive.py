@@ -161,11 +161,9 @@ def gemm_config(spec: GemmSpec, m: int, n: int, k: int, batches: int = 1, *,
     if not overrides:
         return cfg
     cfg.update(overrides)
-    if spec.op == "bf16" and cfg["cluster_m"] != 1:
-        raise ValueError(f"{op_name}: config cluster_m must be 1 (the BF16 kernel does not multicast)")
-    if spec.op == "bf16" and spec.b_mn_major and cfg["block_n"] % 64:
+    if spec.op == "bf16" and spec.b_mn_major and cfg["block_n"] % (64 * cfg.get("cluster_m", 1)):
         raise ValueError(f"{op_name}: config block_n={cfg['block_n']} must be a multiple of 64 "
-                         "when B is MN-major")
+                         "(128 with cluster_m=2) when B is MN-major")
     if "cluster_m" not in overrides:
         cfg["cluster_m"] = 1  # multicast only where asked for
     if "store_n" not in overrides:

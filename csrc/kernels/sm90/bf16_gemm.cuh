@@ -15,8 +15,13 @@
 //
 // Warp roles and the epilogue are those of the FP8 kernel (fp8_gemm.cuh): one
 // producer warpgroup issuing TMA loads, 1 or 2 math warpgroups of 64 rows each.
+// With CLUSTER_M = 2, as there, the two CTAs of a cluster take adjacent m-blocks of
+// one n-block and each loads half of the B tile, multicast to both: at 128 x 256
+// tiles a stage is 48 KiB per 1024 tensor-core cycles, more than L2 feeds an SM, so
+// sharing B matters here more than in the FP8 kernel.
 #pragma once
 
+#include <cute/arch/cluster_sm90.hpp>
 #include <cute/arch/copy_sm90_tma.hpp>
 #include <cutlass/arch/barrier.h>
 #include <cutlass/arch/reg_reconfig.h>
@@ -51,7 +56,8 @@ template <bool MN_MAJOR>
 constexpr uint64_t bf16_k16_step() { return MN_MAJOR ? 2048 >> 4 : 32 >> 4; }
 
 template <class Wgmma, unsigned BLOCK_M, unsigned BLOCK_N, unsigned NUM_STAGES, unsigned STORE_N,
-          unsigned GROUP_N, bool A_MN_MAJOR, bool B_MN_MAJOR, unsigned OUT_BYTES, unsigned C_BYTES>
+          unsigned GROUP_N, unsigned CLUSTER_M, bool A_MN_MAJOR, bool B_MN_MAJOR, unsigned OUT_BYTES,
+          unsigned C_BYTES>
 __device__ __forceinline__ void bf16_gemm(const Bf16GemmParams& p) {
   using Layout = Bf16GemmLayout<BLOCK_M, BLOCK_N, NUM_STAGES, OUT_BYTES>;
   constexpr unsigned BLOCK_K = Layout::BLOCK_K;
@@ -61,6 +67,13 @@ __device__ __forceinline__ void bf16_gemm(const Bf16GemmParams& p) {
   static_assert(BLOCK_M == 64 || BLOCK_M == 128, "one or two math warpgroups of 64 rows");
   static_assert(BLOCK_N % 16 == 0 && BLOCK_N <= 256, "BLOCK_N must be a multiple of 16");
   static_assert(!B_MN_MAJOR || BLOCK_N % 64 == 0, "an MN-major B tile is whole 64-column chunks");
+  static_assert(CLUSTER_M == 1 || CLUSTER_M == 2, "B is multicast to at most 2 CTAs");
+  // This CTA's share of the B tile: rows of a K-major tile, or 64-column chunks.
+  constexpr unsigned B_ROWS_PER_CTA = BLOCK_N / CLUSTER_M;
+  constexpr unsigned B_CHUNKS_PER_CTA = BLOCK_N / 64 / CLUSTER_M;
+  static_assert(B_ROWS_PER_CTA % 8 == 0, "each multicast half of B keeps whole 8-row swizzle atoms");
+  static_assert(!B_MN_MAJOR || B_CHUNKS_PER_CTA * 64 * CLUSTER_M == BLOCK_N,
+                "each CTA multicasts whole 64-column chunks of an MN-major B");
 
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>(
@@ -73,7 +86,9 @@ __device__ __forceinline__ void bf16_gemm(const Bf16GemmParams& p) {
 
   const unsigned warp_group = threadIdx.x / 128;
   const unsigned num_k_blocks = (p.k + BLOCK_K - 1) / BLOCK_K;
-  const TileScheduler<GROUP_N, 1> sched(p.m, p.n, p.num_batches, BLOCK_M, BLOCK_N);
+  const TileScheduler<GROUP_N, CLUSTER_M> sched(p.m, p.n, p.num_batches, BLOCK_M, BLOCK_N);
+  const unsigned rank = CLUSTER_M > 1 ? cute::block_rank_in_cluster() : 0;
+  const unsigned first_tile = blockIdx.x / CLUSTER_M, tile_stride = gridDim.x / CLUSTER_M;
 
   if (threadIdx.x == 0) {
     prefetch_tma(&p.tma_a);
@@ -81,20 +96,22 @@ __device__ __forceinline__ void bf16_gemm(const Bf16GemmParams& p) {
     prefetch_tma(&p.tma_d);
     for (unsigned s = 0; s < NUM_STAGES; ++s) {
       Barrier::init(&full[s], 1);
-      Barrier::init(&empty[s], NUM_MATH_WG * 4);
+      Barrier::init(&empty[s], CLUSTER_M * NUM_MATH_WG * 4);
     }
     cutlass::arch::fence_barrier_init();
   }
-  __syncthreads();
+  // Both CTAs' barriers must exist before either multicasts or arrives remotely.
+  if constexpr (CLUSTER_M > 1) cute::cluster_sync();
+  else __syncthreads();
 
   if (warp_group == NUM_MATH_WG) {
     // ---------------------------------------------------------------- producer
     if constexpr (NUM_MATH_WG > 1) cutlass::arch::warpgroup_reg_dealloc<kProducerRegs>();
     if (threadIdx.x == NUM_MATH_THREADS) {
       unsigned it = 0;
-      for (unsigned tile = blockIdx.x; tile < sched.num_tiles; tile += gridDim.x) {
+      for (unsigned tile = first_tile; tile < sched.num_tiles; tile += tile_stride) {
         unsigned l, m_block, n_block;
-        sched.get(tile, 0, l, m_block, n_block);
+        sched.get(tile, rank, l, m_block, n_block);
         const int m0 = static_cast<int>(m_block * BLOCK_M), n0 = static_cast<int>(n_block * BLOCK_N);
         const int la = static_cast<int>(l), lb = p.b_batched ? la : 0;
         for (unsigned kb = 0; kb < num_k_blocks; ++kb, ++it) {
@@ -110,13 +127,35 @@ __device__ __forceinline__ void bf16_gemm(const Bf16GemmParams& p) {
           } else {
             cute::SM90_TMA_LOAD_3D::copy(&p.tma_a, &full[s], 0, a, k0, m0, la);
           }
-          if constexpr (B_MN_MAJOR) {
-            for (unsigned c = 0; c < BLOCK_N / 64; ++c)
-              cute::SM90_TMA_LOAD_3D::copy(&p.tma_b, &full[s], 0, b + c * Layout::CHUNK, n0 + int(c * 64), k0, lb);
+          if constexpr (CLUSTER_M == 1) {
+            if constexpr (B_MN_MAJOR) {
+              for (unsigned c = 0; c < BLOCK_N / 64; ++c)
+                cute::SM90_TMA_LOAD_3D::copy(&p.tma_b, &full[s], 0, b + c * Layout::CHUNK, n0 + int(c * 64), k0, lb);
+            } else {
+              cute::SM90_TMA_LOAD_3D::copy(&p.tma_b, &full[s], 0, b, k0, n0, lb);
+            }
           } else {
-            cute::SM90_TMA_LOAD_3D::copy(&p.tma_b, &full[s], 0, b, k0, n0, lb);
+            // This CTA's share of B lands in both CTAs, at the same offset.
+            constexpr uint16_t mask = (1u << CLUSTER_M) - 1;
+            if constexpr (B_MN_MAJOR) {
+              for (unsigned i = 0; i < B_CHUNKS_PER_CTA; ++i) {
+                const unsigned c = rank * B_CHUNKS_PER_CTA + i;
+                cute::SM90_TMA_LOAD_MULTICAST_3D::copy(&p.tma_b, &full[s], mask, 0, b + c * Layout::CHUNK,
+                                                       n0 + int(c * 64), k0, lb);
+              }
+            } else {
+              cute::SM90_TMA_LOAD_MULTICAST_3D::copy(&p.tma_b, &full[s], mask, 0,
+                                                     b + rank * B_ROWS_PER_CTA * BLOCK_K * 2, k0,
+                                                     n0 + int(rank * B_ROWS_PER_CTA), lb);
+            }
           }
         }
+      }
+      // The peer CTA arrives on our "empty" barriers remotely: stay alive until
+      // every stage has been released by both, so no arrival targets an exited CTA.
+      if constexpr (CLUSTER_M > 1) {
+        for (unsigned i = 0; i < NUM_STAGES; ++i, ++it)
+          Barrier::wait(&empty[it % NUM_STAGES], ((it / NUM_STAGES) & 1) ^ 1);
       }
     }
   } else {
@@ -126,16 +165,24 @@ __device__ __forceinline__ void bf16_gemm(const Bf16GemmParams& p) {
     uint8_t* smem_d_wg = smem_d + warp_group * 64 * BLOCK_N * OUT_BYTES;
     // This warpgroup's 64 rows of the A tile: a K-major 64-row slice, or one MN chunk.
     const unsigned a_offset = warp_group * (A_MN_MAJOR ? Layout::CHUNK : 64 * BLOCK_K * 2);
+    // Releases a stage to this CTA's producer and its peer's (whose multicast writes it too).
     auto release = [&](unsigned stage) {
       __syncwarp();
-      if (lane == 0) Barrier::arrive(&empty[stage]);
+      if (lane == 0) {
+        if constexpr (CLUSTER_M == 1) {
+          Barrier::arrive(&empty[stage]);
+        } else {
+#pragma unroll
+          for (unsigned r = 0; r < CLUSTER_M; ++r) Barrier::arrive(&empty[stage], r, 1);
+        }
+      }
     };
 
     float acc[NUM_ACC];
     unsigned it = 0;
-    for (unsigned tile = blockIdx.x; tile < sched.num_tiles; tile += gridDim.x) {
+    for (unsigned tile = first_tile; tile < sched.num_tiles; tile += tile_stride) {
       unsigned l, m_block, n_block;
-      sched.get(tile, 0, l, m_block, n_block);
+      sched.get(tile, rank, l, m_block, n_block);
 #pragma unroll
       for (unsigned i = 0; i < NUM_ACC; ++i) acc[i] = 0.0f;
       for (unsigned kb = 0; kb < num_k_blocks; ++kb) {
