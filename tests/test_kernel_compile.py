@@ -352,14 +352,14 @@ def test_bench_kernel_compiles(compiled_bench_kernels, key):
     if spec["op"] == "fp8":
         assert "#include <sm90/fp8_gemm.cuh>" in src
         assert (f"jaxgemm::sm90::fp8_gemm<Wgmma, {head}, {cfg['cluster_m']}, "
-                f"{_bool(spec['sfb_per_row'])}, {spec['out_bytes']}, {spec['c_bytes']}>(params)") in src, src
+                f"{_bool(spec['sfb_per_row'])}, {spec['out_bytes']}, {spec['c_bytes']}, ") in src, src
         assert f"MMA_64x{bn}x32_F32E4M3E4M3_SS_TN" in src, src
     else:
         majors = ", ".join(f"cute::SM90::GMMA::Major::{'MN' if spec[x] else 'K'}"
                            for x in ("a_mn_major", "b_mn_major"))
         assert "#include <sm90/bf16_gemm.cuh>" in src
         assert (f"jaxgemm::sm90::bf16_gemm<Wgmma, {head}, {cfg['cluster_m']}, {_bool(spec['a_mn_major'])}, "
-                f"{_bool(spec['b_mn_major'])}, {spec['out_bytes']}, {spec['c_bytes']}>(params)") in src, src
+                f"{_bool(spec['b_mn_major'])}, {spec['out_bytes']}, {spec['c_bytes']}, ") in src, src
         assert f"MMA_64x{bn}x16_F32BF16BF16_SS<{majors}>" in src, src
 
 

@@ -40,6 +40,22 @@ struct GemmConfig {
   }
 };
 
+constexpr int kSmemCapacity = 232448;  // bytes of shared memory one SM90 block may use
+
+// The shared memory of a GEMM kernel whose pipeline stage takes `per_stage` bytes,
+// and how its epilogue stages the output (mirrors epilogue_smem_bytes in
+// kernels/common/sm90_epilogue.cuh): the whole tile, unless that does not fit
+// beside the stages, then a ring of two 8 KiB slots per math warpgroup.
+inline bool epilogue_ring(int block_m, int block_n, int stages, int per_stage, int out_bytes) {
+  return 1024 + block_m * block_n * out_bytes + stages * (per_stage + 16) > kSmemCapacity;
+}
+
+inline int gemm_smem_bytes(int block_m, int block_n, int stages, int per_stage, int out_bytes) {
+  const int staging = epilogue_ring(block_m, block_n, stages, per_stage, out_bytes) ? block_m / 64 * 2 * 64 * 128
+                                                                                    : block_m * block_n * out_bytes;
+  return 1024 + staging + stages * (per_stage + 16);
+}
+
 inline int ceil_div(int64_t a, int64_t b) { return static_cast<int>((a + b - 1) / b); }
 
 // The widest output chunk (columns) that divides block_n and spans at most 128 bytes.

@@ -17,11 +17,15 @@ namespace jaxgemm::heuristics {
 
 // The shared memory a config needs; mirrors Bf16GemmLayout in the kernel.
 inline int bf16_gemm_smem_bytes(int block_m, int block_n, int stages, const GemmKind& kind = {}) {
-  return 1024 + block_m * block_n * kind.out_bytes + stages * (block_m + block_n) * 128 + stages * 16;
+  return gemm_smem_bytes(block_m, block_n, stages, (block_m + block_n) * 128, kind.out_bytes);
+}
+
+inline bool bf16_gemm_epilogue_ring(const GemmConfig& c) {
+  return epilogue_ring(c.block_m, c.block_n, c.num_stages, (c.block_m + c.block_n) * 128, c.kind.out_bytes);
 }
 
 inline GemmConfig select_bf16_gemm_config(int64_t m, int64_t n, int64_t k, int64_t batches, int num_sms,
-                                          const GemmKind& kind = {}, int smem_capacity = 232448) {
+                                          const GemmKind& kind = {}, int smem_capacity = kSmemCapacity) {
   if (m <= 0 || n <= 0 || k <= 0 || batches <= 0 || num_sms <= 0)
     throw std::invalid_argument("select_bf16_gemm_config: sizes must be positive");
   const int num_k_blocks = ceil_div(k, 64);

@@ -33,7 +33,8 @@ struct Sm90Bf16Gemm {
     src += "  jaxgemm::sm90::bf16_gemm<Wgmma, " + std::to_string(c.block_m) + ", " + bn + ", " +
            std::to_string(c.num_stages) + ", " + std::to_string(c.store_n) + ", " + std::to_string(c.group_n) +
            ", " + std::to_string(c.cluster_m) + ", " + bool_str(c.kind.a_mn_major) + ", " + bool_str(c.kind.b_mn_major) + ", " +
-           std::to_string(c.kind.out_bytes) + ", " + std::to_string(c.kind.c_bytes) + ">(params);\n}\n";
+           std::to_string(c.kind.out_bytes) + ", " + std::to_string(c.kind.c_bytes) + ", " +
+           bool_str(heuristics::bf16_gemm_epilogue_ring(c)) + ">(params);\n}\n";
     return src;
   }
 

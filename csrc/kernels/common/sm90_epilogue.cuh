@@ -1,13 +1,19 @@
 // Epilogue of the SM90 GEMMs: one math warpgroup's 64 x BLOCK_N FP32
 // accumulators (the m64nN WGMMA register layout) to D, optionally adding C.
 //
-// D leaves through shared memory and TMA stores of STORE_N-column chunks
-// (each chunk 64 rows x STORE_N * OUT_BYTES bytes, at most 128, swizzled as the
-// TMA descriptor says), which overlap the next tile's main loop; TMA drops the
-// rows and columns past the tensor's edge. C is read straight from global
-// memory into the accumulators before they are rounded, so D = C + A@B is
-// rounded once. C may be the very buffer D is written to (XLA aliases them):
-// each element is read by the thread that later writes it, before the store.
+// D leaves through shared memory and TMA stores of STORE_N-column chunks (each
+// 64 rows x STORE_N * OUT_BYTES bytes, at most 128, swizzled as the TMA descriptor
+// says), which drain while the next tile's main loop runs; TMA drops the rows and
+// columns past the tensor's edge. Each math warpgroup stages either its whole
+// 64 x BLOCK_N tile (two barriers per tile), or, with RING, its chunks in a ring of
+// two 8 KiB slots (two barriers per chunk, a slot rewritten once the store issued
+// two chunks earlier has read it): the launcher picks RING only where the whole
+// tile would take a pipeline stage away.
+//
+// C is read straight from global memory into the accumulators before they are
+// rounded, so D = C + A@B is rounded once. C may be the very buffer D is written to
+// (XLA aliases them): each element is read by the thread that later writes it,
+// before the store.
 #pragma once
 
 #include <cute/arch/copy_sm90_tma.hpp>
@@ -17,6 +23,15 @@
 
 namespace jaxgemm::sm90 {
 
+// One ring slot: 64 rows x 128 bytes (the widest chunk), whatever the chunk width.
+constexpr unsigned kEpilogueSlotBytes = 64 * 128;
+
+// Shared memory one warpgroup stages its output in.
+template <bool RING, unsigned BLOCK_N, unsigned OUT_BYTES>
+constexpr unsigned epilogue_smem_bytes() {
+  return RING ? 2 * kEpilogueSlotBytes : 64 * BLOCK_N * OUT_BYTES;
+}
+
 struct EpilogueCoords {
   unsigned m, n;         // D is [L, m, n], row-major
   unsigned l;            // batch of this tile
@@ -24,9 +39,11 @@ struct EpilogueCoords {
   unsigned n0;           // first global column of the tile
 };
 
-template <unsigned BLOCK_N, unsigned STORE_N, unsigned OUT_BYTES, unsigned C_BYTES, unsigned NUM_ACC>
+// `seq` counts the chunks this warpgroup has stored so far (it picks the ring slot).
+template <bool RING, unsigned BLOCK_N, unsigned STORE_N, unsigned OUT_BYTES, unsigned C_BYTES, unsigned NUM_ACC>
 __device__ __forceinline__ void store_tile(float (&acc)[NUM_ACC], uint8_t* smem_d_wg, const TmaDescriptor* tma_d,
-                                           const void* c, const EpilogueCoords& at, unsigned barrier_id) {
+                                           const void* c, const EpilogueCoords& at, unsigned barrier_id,
+                                           unsigned& seq) {
   static_assert(OUT_BYTES == 2 || OUT_BYTES == 4, "D is bf16 or f32");
   static_assert(C_BYTES == 0 || C_BYTES == 2 || C_BYTES == 4, "C is absent, bf16 or f32");
   constexpr unsigned SPAN = STORE_N * OUT_BYTES;
@@ -58,36 +75,59 @@ __device__ __forceinline__ void store_tile(float (&acc)[NUM_ACC], uint8_t* smem_
     }
   }
 
-  // The previous tile's TMA stores must have read the staging buffer.
-  if (t == 0) cute::tma_store_wait<0>();
-  cutlass::arch::NamedBarrier::sync(128, barrier_id);
-  // Swizzle as TMA expects: 16-byte unit ^= (byte offset >> 7) & (SPAN / 16 - 1).
-  constexpr unsigned SWIZZLE_MASK = SPAN / 16 - 1;
+  constexpr unsigned SWIZZLE_MASK = SPAN / 16 - 1;  // 16-byte unit ^= (offset >> 7) & mask
+  constexpr unsigned NUM_CHUNKS = BLOCK_N / STORE_N;
+  // BF16 pairs (or FP32 pairs) of chunk `ch` into the staging buffer at `base`.
+  auto write_chunk = [&](unsigned ch, uint32_t base) {
 #pragma unroll
-  for (unsigned j = 0; j < BLOCK_N / 8; ++j) {
-    const unsigned col = j * 8 + (lane % 4) * 2;
-    const uint32_t chunk = smem_addr(smem_d_wg + (col / STORE_N) * (64 * SPAN));
+    for (unsigned j = ch * STORE_N / 8; j < (ch + 1) * STORE_N / 8; ++j) {
+      const unsigned col = j * 8 + (lane % 4) * 2 - ch * STORE_N;
 #pragma unroll
-    for (unsigned h = 0; h < 2; ++h) {
-      unsigned off = (row0 + 8 * h) * SPAN + (col % STORE_N) * OUT_BYTES;
-      off ^= ((off >> 7) & SWIZZLE_MASK) << 4;
-      const float lo = acc[j * 4 + 2 * h], hi = acc[j * 4 + 2 * h + 1];
-      if constexpr (OUT_BYTES == 2) {
-        asm volatile("st.shared.u32 [%0], %1;" ::"r"(chunk + off), "r"(pack_bf16x2(lo, hi)));
-      } else {
-        asm volatile("st.shared.v2.f32 [%0], {%1, %2};" ::"r"(chunk + off), "f"(lo), "f"(hi));
+      for (unsigned h = 0; h < 2; ++h) {
+        unsigned off = (row0 + 8 * h) * SPAN + col * OUT_BYTES;
+        off ^= ((off >> 7) & SWIZZLE_MASK) << 4;
+        const float lo = acc[j * 4 + 2 * h], hi = acc[j * 4 + 2 * h + 1];
+        if constexpr (OUT_BYTES == 2) {
+          asm volatile("st.shared.u32 [%0], %1;" ::"r"(base + off), "r"(pack_bf16x2(lo, hi)));
+        } else {
+          asm volatile("st.shared.v2.f32 [%0], {%1, %2};" ::"r"(base + off), "f"(lo), "f"(hi));
+        }
       }
     }
-  }
-  cutlass::arch::fence_view_async_shared();
-  cutlass::arch::NamedBarrier::sync(128, barrier_id);
-  if (t == 0) {
+  };
+  auto store_chunk = [&](unsigned ch, const uint8_t* buf) {
+    cute::SM90_TMA_STORE_3D::copy(tma_d, buf, static_cast<int>(at.n0 + ch * STORE_N),
+                                  static_cast<int>(at.row_base), static_cast<int>(at.l));
+  };
+
+  if constexpr (RING) {
 #pragma unroll
-    for (unsigned ch = 0; ch < BLOCK_N / STORE_N; ++ch) {
-      cute::SM90_TMA_STORE_3D::copy(tma_d, smem_d_wg + ch * 64 * SPAN, static_cast<int>(at.n0 + ch * STORE_N),
-                                    static_cast<int>(at.row_base), static_cast<int>(at.l));
+    for (unsigned ch = 0; ch < NUM_CHUNKS; ++ch, ++seq) {
+      uint8_t* buf = smem_d_wg + (seq % 2) * kEpilogueSlotBytes;
+      // The store issued two chunks ago (from this slot) must have read it.
+      if (t == 0) cute::tma_store_wait<1>();
+      cutlass::arch::NamedBarrier::sync(128, barrier_id);
+      write_chunk(ch, smem_addr(buf));
+      cutlass::arch::fence_view_async_shared();
+      cutlass::arch::NamedBarrier::sync(128, barrier_id);
+      if (t == 0) {
+        store_chunk(ch, buf);
+        cute::tma_store_arrive();
+      }
     }
-    cute::tma_store_arrive();
+  } else {
+    // The previous tile's stores must have read the staging buffer.
+    if (t == 0) cute::tma_store_wait<0>();
+    cutlass::arch::NamedBarrier::sync(128, barrier_id);
+#pragma unroll
+    for (unsigned ch = 0; ch < NUM_CHUNKS; ++ch) write_chunk(ch, smem_addr(smem_d_wg + ch * 64 * SPAN));
+    cutlass::arch::fence_view_async_shared();
+    cutlass::arch::NamedBarrier::sync(128, barrier_id);
+    if (t == 0) {
+#pragma unroll
+      for (unsigned ch = 0; ch < NUM_CHUNKS; ++ch) store_chunk(ch, smem_d_wg + ch * 64 * SPAN);
+      cute::tma_store_arrive();
+    }
   }
 }
 

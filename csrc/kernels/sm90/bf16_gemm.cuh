@@ -33,11 +33,11 @@
 
 namespace jaxgemm::sm90 {
 
-template <unsigned BLOCK_M, unsigned BLOCK_N, unsigned NUM_STAGES, unsigned OUT_BYTES>
+template <unsigned BLOCK_M, unsigned BLOCK_N, unsigned NUM_STAGES, unsigned OUT_BYTES, bool EPILOGUE_RING>
 struct Bf16GemmLayout {
   static constexpr unsigned BLOCK_K = 64;
   static constexpr unsigned CHUNK = 64 * BLOCK_K * 2;  // one MN-major 64 x 64 box
-  static constexpr unsigned SMEM_D = BLOCK_M * BLOCK_N * OUT_BYTES;
+  static constexpr unsigned SMEM_D = BLOCK_M / 64 * epilogue_smem_bytes<EPILOGUE_RING, BLOCK_N, OUT_BYTES>();
   static constexpr unsigned SMEM_A = BLOCK_M * BLOCK_K * 2;
   static constexpr unsigned SMEM_B = BLOCK_N * BLOCK_K * 2;
   static constexpr unsigned SMEM_BARRIERS = NUM_STAGES * 2 * 8;
@@ -57,9 +57,9 @@ constexpr uint64_t bf16_k16_step() { return MN_MAJOR ? 2048 >> 4 : 32 >> 4; }
 
 template <class Wgmma, unsigned BLOCK_M, unsigned BLOCK_N, unsigned NUM_STAGES, unsigned STORE_N,
           unsigned GROUP_N, unsigned CLUSTER_M, bool A_MN_MAJOR, bool B_MN_MAJOR, unsigned OUT_BYTES,
-          unsigned C_BYTES>
+          unsigned C_BYTES, bool EPILOGUE_RING>
 __device__ __forceinline__ void bf16_gemm(const Bf16GemmParams& p) {
-  using Layout = Bf16GemmLayout<BLOCK_M, BLOCK_N, NUM_STAGES, OUT_BYTES>;
+  using Layout = Bf16GemmLayout<BLOCK_M, BLOCK_N, NUM_STAGES, OUT_BYTES, EPILOGUE_RING>;
   constexpr unsigned BLOCK_K = Layout::BLOCK_K;
   constexpr unsigned NUM_MATH_WG = BLOCK_M / 64;
   constexpr unsigned NUM_MATH_THREADS = NUM_MATH_WG * 128;
@@ -162,7 +162,8 @@ __device__ __forceinline__ void bf16_gemm(const Bf16GemmParams& p) {
     // ------------------------------------------------------------------- math
     if constexpr (NUM_MATH_WG > 1) cutlass::arch::warpgroup_reg_alloc<kMathRegs>();
     const unsigned t = threadIdx.x % 128, lane = t % 32;
-    uint8_t* smem_d_wg = smem_d + warp_group * 64 * BLOCK_N * OUT_BYTES;
+    uint8_t* smem_d_wg = smem_d + warp_group * epilogue_smem_bytes<EPILOGUE_RING, BLOCK_N, OUT_BYTES>();
+    unsigned store_seq = 0;  // chunks stored by this warpgroup
     // This warpgroup's 64 rows of the A tile: a K-major 64-row slice, or one MN chunk.
     const unsigned a_offset = warp_group * (A_MN_MAJOR ? Layout::CHUNK : 64 * BLOCK_K * 2);
     // Releases a stage to this CTA's producer and its peer's (whose multicast writes it too).
@@ -208,7 +209,8 @@ __device__ __forceinline__ void bf16_gemm(const Bf16GemmParams& p) {
       it += num_k_blocks;
 
       const EpilogueCoords at{p.m, p.n, l, m_block * BLOCK_M + warp_group * 64, n_block * BLOCK_N};
-      store_tile<BLOCK_N, STORE_N, OUT_BYTES, C_BYTES>(acc, smem_d_wg, &p.tma_d, p.c, at, 1 + warp_group);
+      store_tile<EPILOGUE_RING, BLOCK_N, STORE_N, OUT_BYTES, C_BYTES>(acc, smem_d_wg, &p.tma_d, p.c, at, 1 + warp_group,
+                                                      store_seq);
     }
     if (t == 0) cute::tma_store_wait<0>();
   }

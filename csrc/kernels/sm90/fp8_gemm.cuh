@@ -117,10 +117,11 @@ __device__ __forceinline__ void promote_per_column(float (&final_acc)[NUM_ACC], 
   }
 }
 
-template <unsigned BLOCK_M, unsigned BLOCK_N, unsigned NUM_STAGES, bool SFB_PER_ROW, unsigned OUT_BYTES>
+template <unsigned BLOCK_M, unsigned BLOCK_N, unsigned NUM_STAGES, bool SFB_PER_ROW, unsigned OUT_BYTES,
+          bool EPILOGUE_RING>
 struct Fp8GemmLayout {
   static constexpr unsigned BLOCK_K = 128;
-  static constexpr unsigned SMEM_D = BLOCK_M * BLOCK_N * OUT_BYTES;
+  static constexpr unsigned SMEM_D = BLOCK_M / 64 * epilogue_smem_bytes<EPILOGUE_RING, BLOCK_N, OUT_BYTES>();
   static constexpr unsigned SMEM_A = BLOCK_M * BLOCK_K;
   static constexpr unsigned SMEM_B = BLOCK_N * BLOCK_K;
   static constexpr unsigned SMEM_SFA = BLOCK_M * 4;
@@ -133,9 +134,10 @@ struct Fp8GemmLayout {
 };
 
 template <class Wgmma, unsigned BLOCK_M, unsigned BLOCK_N, unsigned NUM_STAGES, unsigned STORE_N,
-          unsigned GROUP_N, unsigned CLUSTER_M, bool SFB_PER_ROW, unsigned OUT_BYTES, unsigned C_BYTES>
+          unsigned GROUP_N, unsigned CLUSTER_M, bool SFB_PER_ROW, unsigned OUT_BYTES, unsigned C_BYTES,
+          bool EPILOGUE_RING>
 __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
-  using Layout = Fp8GemmLayout<BLOCK_M, BLOCK_N, NUM_STAGES, SFB_PER_ROW, OUT_BYTES>;
+  using Layout = Fp8GemmLayout<BLOCK_M, BLOCK_N, NUM_STAGES, SFB_PER_ROW, OUT_BYTES, EPILOGUE_RING>;
   constexpr unsigned BLOCK_K = Layout::BLOCK_K;
   constexpr unsigned NUM_MATH_WG = BLOCK_M / 64;
   constexpr unsigned NUM_MATH_THREADS = NUM_MATH_WG * 128;
@@ -230,7 +232,8 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
     const unsigned warp = t / 32, lane = t % 32;
     const unsigned row0 = warp * 16 + lane / 4;  // this thread's rows: row0, row0 + 8 (of the WG's 64)
     const unsigned num_nb = (p.n + 127) / 128;
-    uint8_t* smem_d_wg = smem_d + warp_group * 64 * BLOCK_N * OUT_BYTES;
+    uint8_t* smem_d_wg = smem_d + warp_group * epilogue_smem_bytes<EPILOGUE_RING, BLOCK_N, OUT_BYTES>();
+    unsigned store_seq = 0;  // chunks stored by this warpgroup
 
     float final_acc[NUM_ACC];
     unsigned it = 0;
@@ -301,7 +304,8 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
       it += num_k_blocks;
 
       const EpilogueCoords at{p.m, p.n, l, m_block * BLOCK_M + warp_group * 64, n0};
-      store_tile<BLOCK_N, STORE_N, OUT_BYTES, C_BYTES>(final_acc, smem_d_wg, &p.tma_d, p.c, at, 1 + warp_group);
+      store_tile<EPILOGUE_RING, BLOCK_N, STORE_N, OUT_BYTES, C_BYTES>(final_acc, smem_d_wg, &p.tma_d, p.c, at, 1 + warp_group,
+                                                      store_seq);
     }
     if (t == 0) cute::tma_store_wait<0>();
   }
