@@ -17,6 +17,8 @@ from jaxgemm import reference
 from jaxgemm.ops.gemm_primitive import GemmSpec
 from jaxgemm.precompile import precompile
 
+from _gpu_data import poison as _poison, random_bf16_operands as _random
+
 pytestmark = pytest.mark.gpu
 
 DEEPSEEK_V3_NK = [(2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168), (7168, 2048)]
@@ -28,19 +30,6 @@ C_MODES = [(None, jnp.bfloat16), (jnp.float32, jnp.float32), (jnp.bfloat16, jnp.
 
 def _stored(x, k_first):
     return x.T if k_first else x
-
-
-def _random(m, n, k, seed):
-    """BF16 [M, K] and [N, K] with magnitudes differing per row, per 128 of K and per
-    128x128 block, so that every FP8 scale differs."""
-    kx, kw, kr, kc, kb = jax.random.split(jax.random.PRNGKey(seed), 5)
-    nb, kbs = -(-n // 128), -(-k // 128)
-    row = jnp.exp(jax.random.normal(kr, (m, 1)))
-    col = jnp.repeat(jnp.exp(0.5 * jax.random.normal(kc, (1, kbs))), 128, axis=1)[:, :k]
-    blk = jnp.repeat(jnp.repeat(jnp.exp(jax.random.normal(kb, (nb, kbs))), 128, 0), 128, 1)[:n, :k]
-    x = (jax.random.normal(kx, (m, k)) * row * col).astype(jnp.bfloat16)
-    w = (jax.random.normal(kw, (n, k)) * blk).astype(jnp.bfloat16)
-    return x, w
 
 
 def _fp8_operands(m, n, k, layout, seed, per_row_b=False):
@@ -57,12 +46,6 @@ def _c(m, n, dtype, seed):
     if dtype is None:
         return None
     return (jax.random.normal(jax.random.PRNGKey(seed + 99), (m, n)) * 4).astype(dtype)
-
-
-def _poison(shape, dtype):
-    """Fill, then free, a NaN buffer of the output's size: XLA's allocator hands the
-    same memory to the next output, so elements the kernel does not write stay NaN."""
-    jax.block_until_ready(jnp.full(shape, jnp.nan, dtype)).delete()
 
 
 @functools.partial(jax.jit, static_argnames="rel")

@@ -9,6 +9,8 @@ import pytest
 import jaxgemm
 from jaxgemm import reference
 
+from _gpu_data import poison as _poison, random_bf16_operands
+
 pytestmark = pytest.mark.gpu
 
 DEEPSEEK_V3_NK = [(2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168), (7168, 2048)]
@@ -16,23 +18,8 @@ MS = [1, 64, 128, 4096, 4097]
 
 
 def _operands(m, n, k, seed):
-    """Random operands whose magnitudes differ per row, per 128-block of K and per
-    128x128 block of B, so that every scale differs: a kernel applying a wrong
-    scale anywhere fails. (bf16 normals alone give every block the same amax.)"""
-    kx, kw, kr, kc, kb = jax.random.split(jax.random.PRNGKey(seed), 5)
-    nb, kbs = -(-n // 128), -(-k // 128)
-    row = jnp.exp(jax.random.normal(kr, (m, 1)))
-    col = jnp.repeat(jnp.exp(0.5 * jax.random.normal(kc, (1, kbs))), 128, axis=1)[:, :k]
-    blk = jnp.repeat(jnp.repeat(jnp.exp(jax.random.normal(kb, (nb, kbs))), 128, 0), 128, 1)[:n, :k]
-    x = (jax.random.normal(kx, (m, k)) * row * col).astype(jnp.bfloat16)
-    w = (jax.random.normal(kw, (n, k)) * blk).astype(jnp.bfloat16)
+    x, w = random_bf16_operands(m, n, k, seed)
     return jaxgemm.per_token_cast_to_fp8(x), jaxgemm.per_block_cast_to_fp8(w)
-
-
-def _poison(shape):
-    """Fill, then free, a NaN buffer of the output's size: XLA's allocator hands the
-    same memory to the next output, so elements the kernel does not write stay NaN."""
-    jax.block_until_ready(jnp.full(shape, jnp.nan, jnp.bfloat16)).delete()
 
 
 def _check_against_float64(out, a, b):

@@ -65,4 +65,46 @@ inline int store_width(int block_n, int out_bytes) {
   return 0;
 }
 
+// The most pipeline stages (up to 8) whose shared memory, `smem_bytes(stages)`, fits.
+template <class SmemBytes>
+int max_stages(SmemBytes smem_bytes, int capacity) {
+  int stages = 0;
+  while (stages < 8 && smem_bytes(stages + 1) <= capacity) ++stages;
+  return stages;
+}
+
+// A candidate config of the heuristics: BM x BN tiles, `stages` deep, no multicast,
+// the persistent grid on every SM that has a tile.
+inline GemmConfig candidate(const GemmKind& kind, int block_m, int block_n, int stages, int smem_bytes,
+                            int num_sms, int64_t tiles) {
+  GemmConfig c;
+  c.kind = kind;
+  c.block_m = block_m;
+  c.block_n = block_n;
+  c.num_stages = stages;
+  c.store_n = store_width(block_n, kind.out_bytes);
+  c.smem_bytes = smem_bytes;
+  c.cluster_m = 1;
+  c.num_sms = static_cast<int>(tiles < num_sms ? tiles : num_sms);
+  return c;
+}
+
+// Keeps the candidate with the fewest estimated cycles, the larger tile on a tie.
+struct BestConfig {
+  GemmConfig config;
+  double cycles = 0;
+  bool found = false;
+
+  void offer(const GemmConfig& c, double estimated_cycles) {
+    const bool better = !found || estimated_cycles < cycles * 0.999 ||
+                        (estimated_cycles <= cycles * 1.001 &&
+                         c.block_m * c.block_n > config.block_m * config.block_n);
+    if (better) {
+      config = c;
+      cycles = estimated_cycles;
+      found = true;
+    }
+  }
+};
+
 }  // namespace jaxgemm::heuristics

@@ -29,40 +29,25 @@ inline GemmConfig select_bf16_gemm_config(int64_t m, int64_t n, int64_t k, int64
   if (m <= 0 || n <= 0 || k <= 0 || batches <= 0 || num_sms <= 0)
     throw std::invalid_argument("select_bf16_gemm_config: sizes must be positive");
   const int num_k_blocks = ceil_div(k, 64);
-  GemmConfig best;
-  best.kind = kind;
-  double best_cycles = 0;
-  bool found = false;
+  BestConfig best;
   for (int bm : {64, 128}) {
     if (bm == 128 && m <= 64) continue;
     for (int bn : {16, 32, 48, 64, 96, 112, 128, 144, 160, 192, 224, 256}) {
       if (kind.b_mn_major && bn % 64 != 0) continue;  // MN-major B tiles are whole 64-column chunks
-      int stages = 0;
-      while (stages < 8 && bf16_gemm_smem_bytes(bm, bn, stages + 1, kind) <= smem_capacity) ++stages;
+      const int stages = max_stages([&](int s) { return bf16_gemm_smem_bytes(bm, bn, s, kind); }, smem_capacity);
       if (stages < 3) continue;
       const int64_t tiles = batches * ceil_div(m, bm) * ceil_div(n, bn);
       const int64_t waves = (tiles + num_sms - 1) / num_sms;
       const double mma = bm * bn * 64.0 / 2048;
       const double load = (bm + bn) * 128.0 / 26.0;
       const double per_tile = num_k_blocks * (std::max(mma, load) + 32) + bm * bn * double(kind.out_bytes) / 64 + 500;
-      const double cycles = double(waves) * per_tile;
-      const bool better = !found || cycles < best_cycles * 0.999 ||
-                          (cycles <= best_cycles * 1.001 && bm * bn > best.block_m * best.block_n);
-      if (better) {
-        found = true;
-        best_cycles = cycles;
-        best.block_m = bm;
-        best.block_n = bn;
-        best.num_stages = stages;
-        best.store_n = store_width(bn, kind.out_bytes);
-        best.smem_bytes = bf16_gemm_smem_bytes(bm, bn, stages, kind);
-        best.cluster_m = 1;
-        best.num_sms = static_cast<int>(std::min<int64_t>(num_sms, tiles));
-      }
+      const GemmConfig c =
+          candidate(kind, bm, bn, stages, bf16_gemm_smem_bytes(bm, bn, stages, kind), num_sms, tiles);
+      best.offer(c, double(waves) * per_tile);
     }
   }
-  if (!found) throw std::runtime_error("select_bf16_gemm_config: no config fits shared memory");
-  return best;
+  if (!best.found) throw std::runtime_error("select_bf16_gemm_config: no config fits shared memory");
+  return best.config;
 }
 
 }  // namespace jaxgemm::heuristics

@@ -36,10 +36,7 @@ inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_
   if (m <= 0 || n <= 0 || k <= 0 || batches <= 0 || num_sms <= 0)
     throw std::invalid_argument("select_fp8_gemm_config: sizes must be positive");
   const int num_k_blocks = ceil_div(k, 128);
-  GemmConfig best;
-  best.kind = kind;
-  double best_cycles = 0;
-  bool found = false;
+  BestConfig best;
   // B multicast (cluster_m = 2) is not chosen here: on an H200 it measured no
   // faster than none at the tiles picked (BLOCK_N 192), so L2 bandwidth is not what
   // binds today. A user can still ask for it in `config`.
@@ -51,8 +48,7 @@ inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_
       // 1D1D promotes with a scale per column: at 192 columns ptxas spills (measured in
       // SASS with FP32 output and C).
       if (kind.sfb_per_row && bn > 160) continue;
-      int stages = 0;
-      while (stages < 8 && fp8_gemm_smem_bytes(bm, bn, stages + 1, kind) <= smem_capacity) ++stages;
+      const int stages = max_stages([&](int s) { return fp8_gemm_smem_bytes(bm, bn, s, kind); }, smem_capacity);
       if (stages < 3) continue;
       const int64_t tiles = batches * ceil_div(m, bm) * ceil_div(n, bn);
       const int64_t waves = (tiles + num_sms - 1) / num_sms;
@@ -68,26 +64,15 @@ inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_
       const double per_k_block = bm == 128 ? std::max({2 * wgmma, wgmma + overhead, load})
                                            : std::max(wgmma + overhead, load);
       const double per_tile = num_k_blocks * per_k_block + bm * bn * double(kind.out_bytes) / 64 + 500;
-      const double cycles = double(waves) * per_tile;
-      const bool better = !found || cycles < best_cycles * 0.999 ||
-                          (cycles <= best_cycles * 1.001 && bm * bn > best.block_m * best.block_n);
-      if (better) {
-        found = true;
-        best_cycles = cycles;
-        best.block_m = bm;
-        best.block_n = bn;
-        best.num_stages = stages;
-        best.store_n = store_width(bn, kind.out_bytes);
-        best.smem_bytes = fp8_gemm_smem_bytes(bm, bn, stages, kind);
-        best.cluster_m = 1;
-        // Every SM (shrinking the grid to the fewest SMs with the same number of
-        // waves measured 2-5% slower on an H200).
-        best.num_sms = static_cast<int>(std::min<int64_t>(num_sms, tiles));
-      }
+      // Every SM that has a tile (shrinking the grid to the fewest SMs with the same
+      // number of waves measured 2-5% slower on an H200).
+      const GemmConfig c =
+          candidate(kind, bm, bn, stages, fp8_gemm_smem_bytes(bm, bn, stages, kind), num_sms, tiles);
+      best.offer(c, double(waves) * per_tile);
     }
   }
-  if (!found) throw std::runtime_error("select_fp8_gemm_config: no config fits shared memory");
-  return best;
+  if (!best.found) throw std::runtime_error("select_fp8_gemm_config: no config fits shared memory");
+  return best.config;
 }
 
 }  // namespace jaxgemm::heuristics

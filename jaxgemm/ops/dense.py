@@ -184,18 +184,18 @@ def _fp8_doc(layout):
     """
 
 
-def _make_fp8(layout):
-    fn = functools.partial(_fp8_gemm, layout)
-    fn = functools.wraps(_fp8_gemm)(fn)
-    fn.__name__ = fn.__qualname__ = f"fp8_gemm_{layout}"
-    fn.__doc__ = _fp8_doc(layout)
+def _public(impl, doc, op, layout):
+    """`impl` with its layout bound, named and documented as the public `op_layout`."""
+    fn = functools.wraps(impl)(functools.partial(impl, layout))
+    fn.__name__ = fn.__qualname__ = f"{op}_{layout}"
+    fn.__doc__ = doc(layout)
     return fn
 
 
-fp8_gemm_nt = _make_fp8("nt")
-fp8_gemm_nn = _make_fp8("nn")
-fp8_gemm_tn = _make_fp8("tn")
-fp8_gemm_tt = _make_fp8("tt")
+fp8_gemm_nt = _public(_fp8_gemm, _fp8_doc, "fp8_gemm", "nt")
+fp8_gemm_nn = _public(_fp8_gemm, _fp8_doc, "fp8_gemm", "nn")
+fp8_gemm_tn = _public(_fp8_gemm, _fp8_doc, "fp8_gemm", "tn")
+fp8_gemm_tt = _public(_fp8_gemm, _fp8_doc, "fp8_gemm", "tt")
 
 
 # ----------------------------------------------------------------------------- BF16
@@ -309,18 +309,10 @@ def _bf16_doc(layout):
     """
 
 
-def _make_bf16(layout):
-    fn = functools.partial(_bf16_gemm, layout)
-    fn = functools.wraps(_bf16_gemm)(fn)
-    fn.__name__ = fn.__qualname__ = f"bf16_gemm_{layout}"
-    fn.__doc__ = _bf16_doc(layout)
-    return fn
-
-
-bf16_gemm_nt = _make_bf16("nt")
-bf16_gemm_nn = _make_bf16("nn")
-bf16_gemm_tn = _make_bf16("tn")
-bf16_gemm_tt = _make_bf16("tt")
+bf16_gemm_nt = _public(_bf16_gemm, _bf16_doc, "bf16_gemm", "nt")
+bf16_gemm_nn = _public(_bf16_gemm, _bf16_doc, "bf16_gemm", "nn")
+bf16_gemm_tn = _public(_bf16_gemm, _bf16_doc, "bf16_gemm", "tn")
+bf16_gemm_tt = _public(_bf16_gemm, _bf16_doc, "bf16_gemm", "tt")
 
 
 # ----------------------------------------------------------------------------- configs

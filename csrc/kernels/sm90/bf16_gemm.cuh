@@ -27,6 +27,7 @@
 #include <cutlass/arch/reg_reconfig.h>
 
 #include "../common/sm90_epilogue.cuh"
+#include "../common/sm90_pipeline.cuh"
 #include "../common/sm90_utils.cuh"
 #include "../common/tile_scheduler.cuh"
 #include "bf16_gemm_params.h"
@@ -94,15 +95,8 @@ __device__ __forceinline__ void bf16_gemm(const Bf16GemmParams& p) {
     prefetch_tma(&p.tma_a);
     prefetch_tma(&p.tma_b);
     prefetch_tma(&p.tma_d);
-    for (unsigned s = 0; s < NUM_STAGES; ++s) {
-      Barrier::init(&full[s], 1);
-      Barrier::init(&empty[s], CLUSTER_M * NUM_MATH_WG * 4);
-    }
-    cutlass::arch::fence_barrier_init();
   }
-  // Both CTAs' barriers must exist before either multicasts or arrives remotely.
-  if constexpr (CLUSTER_M > 1) cute::cluster_sync();
-  else __syncthreads();
+  init_pipeline<NUM_STAGES, CLUSTER_M, NUM_MATH_WG>(full, empty);
 
   if (warp_group == NUM_MATH_WG) {
     // ---------------------------------------------------------------- producer
@@ -151,12 +145,7 @@ __device__ __forceinline__ void bf16_gemm(const Bf16GemmParams& p) {
           }
         }
       }
-      // The peer CTA arrives on our "empty" barriers remotely: stay alive until
-      // every stage has been released by both, so no arrival targets an exited CTA.
-      if constexpr (CLUSTER_M > 1) {
-        for (unsigned i = 0; i < NUM_STAGES; ++i, ++it)
-          Barrier::wait(&empty[it % NUM_STAGES], ((it / NUM_STAGES) & 1) ^ 1);
-      }
+      drain_pipeline<NUM_STAGES, CLUSTER_M>(empty, it);
     }
   } else {
     // ------------------------------------------------------------------- math
@@ -166,19 +155,6 @@ __device__ __forceinline__ void bf16_gemm(const Bf16GemmParams& p) {
     unsigned store_seq = 0;  // chunks stored by this warpgroup
     // This warpgroup's 64 rows of the A tile: a K-major 64-row slice, or one MN chunk.
     const unsigned a_offset = warp_group * (A_MN_MAJOR ? Layout::CHUNK : 64 * BLOCK_K * 2);
-    // Releases a stage to this CTA's producer and its peer's (whose multicast writes it too).
-    auto release = [&](unsigned stage) {
-      __syncwarp();
-      if (lane == 0) {
-        if constexpr (CLUSTER_M == 1) {
-          Barrier::arrive(&empty[stage]);
-        } else {
-#pragma unroll
-          for (unsigned r = 0; r < CLUSTER_M; ++r) Barrier::arrive(&empty[stage], r, 1);
-        }
-      }
-    };
-
     float acc[NUM_ACC];
     unsigned it = 0;
     for (unsigned tile = first_tile; tile < sched.num_tiles; tile += tile_stride) {
@@ -201,11 +177,11 @@ __device__ __forceinline__ void bf16_gemm(const Bf16GemmParams& p) {
         // Keep this batch in flight; the previous one is done once at most one is pending.
         cute::warpgroup_wait<1>();
         fence_accumulators(acc);
-        if (kb > 0) release((it + kb - 1) % NUM_STAGES);
+        if (kb > 0) release_stage<CLUSTER_M>(empty, (it + kb - 1) % NUM_STAGES, lane);
       }
       cute::warpgroup_wait<0>();
       fence_accumulators(acc);
-      if (num_k_blocks > 0) release((it + num_k_blocks - 1) % NUM_STAGES);
+      if (num_k_blocks > 0) release_stage<CLUSTER_M>(empty, (it + num_k_blocks - 1) % NUM_STAGES, lane);
       it += num_k_blocks;
 
       const EpilogueCoords at{p.m, p.n, l, m_block * BLOCK_M + warp_group * 64, n_block * BLOCK_N};

@@ -43,6 +43,7 @@
 #include <cutlass/arch/reg_reconfig.h>
 
 #include "../common/sm90_epilogue.cuh"
+#include "../common/sm90_pipeline.cuh"
 #include "../common/sm90_utils.cuh"
 #include "../common/tile_scheduler.cuh"
 #include "fp8_gemm_params.h"
@@ -172,15 +173,8 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
     prefetch_tma(&p.tma_sfa);
     if constexpr (SFB_PER_ROW) prefetch_tma(&p.tma_sfb);
     prefetch_tma(&p.tma_d);
-    for (unsigned s = 0; s < NUM_STAGES; ++s) {
-      Barrier::init(&full[s], 1);
-      Barrier::init(&empty[s], CLUSTER_M * NUM_MATH_WG * 4);
-    }
-    cutlass::arch::fence_barrier_init();
   }
-  // Both CTAs' barriers must exist before either multicasts or arrives remotely.
-  if constexpr (CLUSTER_M > 1) cute::cluster_sync();
-  else __syncthreads();
+  init_pipeline<NUM_STAGES, CLUSTER_M, NUM_MATH_WG>(full, empty);
 
   if (warp_group == NUM_MATH_WG) {
     // ---------------------------------------------------------------- producer
@@ -218,12 +212,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
                                          static_cast<int>(kb), lb);
         }
       }
-      // The peer CTA arrives on our "empty" barriers remotely: stay alive until
-      // every stage has been released by both, so no arrival targets an exited CTA.
-      if constexpr (CLUSTER_M > 1) {
-        for (unsigned i = 0; i < NUM_STAGES; ++i, ++it)
-          Barrier::wait(&empty[it % NUM_STAGES], ((it / NUM_STAGES) & 1) ^ 1);
-      }
+      drain_pipeline<NUM_STAGES, CLUSTER_M>(empty, it);
     }
   } else {
     // ------------------------------------------------------------------- math
@@ -271,20 +260,6 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
             smem_desc_k_major_sw128(smem_b + blk.stage * Layout::SMEM_B), acc);
         return blk;
       };
-      // Releases K block `blk`'s stage (to this CTA's producer and its peer's, whose
-      // multicast also writes it).
-      auto release = [&](const KBlock& blk) {
-        __syncwarp();
-        if (lane == 0) {
-          if constexpr (CLUSTER_M == 1) {
-            Barrier::arrive(&empty[blk.stage]);
-          } else {
-#pragma unroll
-            for (unsigned r = 0; r < CLUSTER_M; ++r) Barrier::arrive(&empty[blk.stage], r, 1);
-          }
-        }
-      };
-
       // One accumulator set: a second one, to run K block kb+1's WGMMAs while kb is
       // promoted, makes ptxas serialize every WGMMA (C7514: the promotion reads
       // accumulators while another batch is in flight), which costs far more.
@@ -295,9 +270,9 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
         fence_accumulators(acc);
         if constexpr (SFB_PER_ROW) {  // the column scales are read from the stage: promote first
           promote_per_column<BLOCK_N>(final_acc, acc, blk, smem_sfb + blk.stage * (Layout::SMEM_SFB / 4), lane);
-          release(blk);
+          release_stage<CLUSTER_M>(empty, blk.stage, lane);
         } else {
-          release(blk);
+          release_stage<CLUSTER_M>(empty, blk.stage, lane);
           promote<BLOCK_N>(final_acc, acc, blk, split);
         }
       }

@@ -1,0 +1,55 @@
+// The TMA -> WGMMA pipeline shared by the SM90 GEMMs: NUM_STAGES shared-memory
+// stages guarded by "full" (one producer arrival plus the TMA transaction bytes)
+// and "empty" (one arrival per math warp of every CTA whose multicast writes the
+// stage) mbarriers. With CLUSTER_M > 1, a CTA's stages are also written by its
+// peer, so a stage is free only when the math warps of all CTAs released it.
+#pragma once
+
+#include <cute/arch/cluster_sm90.hpp>
+#include <cutlass/arch/barrier.h>
+
+#include "sm90_utils.cuh"
+
+namespace jaxgemm::sm90 {
+
+// Thread 0 initialises the barriers; then the CTA (or the whole cluster: the peer
+// multicasts into our stages and arrives on our barriers) waits for them.
+template <unsigned NUM_STAGES, unsigned CLUSTER_M, unsigned NUM_MATH_WG>
+__device__ __forceinline__ void init_pipeline(uint64_t* full, uint64_t* empty) {
+  if (threadIdx.x == 0) {
+    for (unsigned s = 0; s < NUM_STAGES; ++s) {
+      Barrier::init(&full[s], 1);
+      Barrier::init(&empty[s], CLUSTER_M * NUM_MATH_WG * 4);
+    }
+    cutlass::arch::fence_barrier_init();
+  }
+  if constexpr (CLUSTER_M > 1) cute::cluster_sync();
+  else __syncthreads();
+}
+
+// A math warp's release of `stage`, to this CTA's producer and its peer's.
+template <unsigned CLUSTER_M>
+__device__ __forceinline__ void release_stage(uint64_t* empty, unsigned stage, unsigned lane) {
+  __syncwarp();
+  if (lane == 0) {
+    if constexpr (CLUSTER_M == 1) {
+      Barrier::arrive(&empty[stage]);
+    } else {
+#pragma unroll
+      for (unsigned r = 0; r < CLUSTER_M; ++r) Barrier::arrive(&empty[stage], r, 1);
+    }
+  }
+}
+
+// The producer, after its last load: the peer CTA arrives on our "empty" barriers
+// remotely, so stay alive until every stage has been released by both CTAs and no
+// arrival targets an exited CTA. `it` is the number of stages filled so far.
+template <unsigned NUM_STAGES, unsigned CLUSTER_M>
+__device__ __forceinline__ void drain_pipeline(uint64_t* empty, unsigned it) {
+  if constexpr (CLUSTER_M > 1) {
+    for (unsigned i = 0; i < NUM_STAGES; ++i, ++it)
+      Barrier::wait(&empty[it % NUM_STAGES], ((it / NUM_STAGES) & 1) ^ 1);
+  }
+}
+
+}  // namespace jaxgemm::sm90
