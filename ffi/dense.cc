@@ -24,7 +24,7 @@ namespace jaxgemm::ffi_handlers {
 
 // Every config key, as the lowering passes them (np.int32 attributes).
 struct GemmAttrs {
-  int32_t block_m, block_n, num_stages, store_n, group_n, num_sms, cluster_m, split_k;
+  int32_t block_m, block_n, num_stages, store_n, group_n, num_sms, cluster_m;
   int32_t sfb_per_row, a_mn_major, b_mn_major, out_bytes, c_bytes;
 };
 
@@ -35,7 +35,6 @@ XLA_FFI_REGISTER_STRUCT_ATTR_DECODING(
     ::xla::ffi::StructMember<int32_t>("block_n"), ::xla::ffi::StructMember<int32_t>("num_stages"),
     ::xla::ffi::StructMember<int32_t>("store_n"), ::xla::ffi::StructMember<int32_t>("group_n"),
     ::xla::ffi::StructMember<int32_t>("num_sms"), ::xla::ffi::StructMember<int32_t>("cluster_m"),
-    ::xla::ffi::StructMember<int32_t>("split_k"),
     ::xla::ffi::StructMember<int32_t>("sfb_per_row"), ::xla::ffi::StructMember<int32_t>("a_mn_major"),
     ::xla::ffi::StructMember<int32_t>("b_mn_major"), ::xla::ffi::StructMember<int32_t>("out_bytes"),
     ::xla::ffi::StructMember<int32_t>("c_bytes"));
@@ -65,7 +64,6 @@ GemmConfig config_from_attrs(const GemmAttrs& a) {
   c.group_n = a.group_n;
   c.num_sms = a.num_sms;
   c.cluster_m = a.cluster_m;
-  c.split_k = a.split_k;
   return c;
 }
 
@@ -76,8 +74,6 @@ ffi::ErrorOr<std::unique_ptr<GemmState>> instantiate(GemmConfig config, const ch
     if (config.cluster_m < 1 || config.num_sms % config.cluster_m != 0 ||
         config.block_n % (8 * config.cluster_m) != 0)
       return ffi::Unexpected(ffi::Error::InvalidArgument(std::string(op) + ": inconsistent cluster config"));
-    if (config.split_k < 1 || (config.split_k > 1 && (config.kind.out_bytes != 4 || config.kind.c_bytes != 0)))
-      return ffi::Unexpected(ffi::Error::InvalidArgument(std::string(op) + ": split-K writes FP32 partial sums only"));
     auto state = std::make_unique<GemmState>();
     state->config = config;
     const std::string source = Launcher::generate_source(config);
@@ -153,11 +149,6 @@ ffi::Error Fp8GemmExecute(CUstream stream, GemmState* state, ffi::AnyBuffer a, f
   x.m_pad = static_cast<unsigned>(sd[2]);
   x.n_pad = static_cast<unsigned>(fd[2]);
   if (x.m == 0 || x.n == 0) return ffi::Error::Success();
-  const int split = state->config.split_k;
-  if (split > 1 && (x.batches != 1 || bd[0] != 1 || x.k % (128 * split) != 0 ||
-                    d->dimensions()[0] != split))
-    return ffi::Error::InvalidArgument("jaxgemm fp8_gemm: split-K needs one batch, K % (128 * split_k) == 0 "
-                                       "and a [split_k, M, N] output");
 
   Fp8GemmParams params;
   if (CUresult r = Sm90Fp8Gemm::make_params(state->config, x, &params); r != CUDA_SUCCESS)

@@ -244,7 +244,7 @@ def _instances(configs):
     out = {}
     for kind, cfg, shapes in chosen:
         key = (f"{kind}-m{cfg['block_m']}n{cfg['block_n']}s{cfg['num_stages']}"
-               f"w{cfg['store_n']}g{cfg['group_n']}c{cfg['cluster_m']}o{cfg['out_bytes']}x{cfg['c_bytes']}")
+               f"w{cfg['store_n']}g{cfg['group_n']}c{cfg['cluster_m']}")
         assert key not in out, f"two instances named {key}"
         out[key] = (kind, cfg, shapes)
     return out
@@ -263,19 +263,15 @@ def test_bench_configs_are_valid(kind):
         if kind_ != kind:
             continue
         where = (kind, m, n, k, cfg)
-        split = cfg["split_k"]
-        # Split-K (FP8, one unbatched GEMM): the kernel writes FP32 partial sums without C.
-        out_bytes, c_bytes = (4, 0) if split > 1 else (spec["out_bytes"], spec["c_bytes"])
-        assert split == 1 or (spec["op"] == "fp8" and k % (128 * split) == 0 and k // (128 * split) >= 4), where
         assert cfg["block_m"] in (64, 128), where
         assert cfg["block_n"] % 16 == 0 and 16 <= cfg["block_n"] <= 256, where
         assert cfg["store_n"] in (8, 16, 32, 64) and cfg["block_n"] % cfg["store_n"] == 0, where
-        assert cfg["store_n"] * out_bytes <= 128, where  # one TMA store of <= 128 bytes
+        assert cfg["store_n"] * spec["out_bytes"] <= 128, where  # one TMA store of <= 128 bytes
         assert cfg["num_stages"] >= 3, where
         assert cfg["group_n"] >= 1, where
         if spec["op"] == "fp8":
             smem = ext.fp8_gemm_smem_bytes(cfg["block_m"], cfg["block_n"], cfg["num_stages"],
-                                           spec["sfb_per_row"], out_bytes)
+                                           spec["sfb_per_row"], spec["out_bytes"])
         else:
             smem = ext.bf16_gemm_smem_bytes(cfg["block_m"], cfg["block_n"], cfg["num_stages"],
                                             spec["out_bytes"])
@@ -285,12 +281,12 @@ def test_bench_configs_are_valid(kind):
         cluster = cfg["cluster_m"]
         assert cluster in (1, 2) and cfg["num_sms"] % cluster == 0, where
         assert cfg["block_n"] % (8 * cluster) == 0, where
-        tiles = split * -(-m // (cfg["block_m"] * cluster)) * cluster * -(-n // cfg["block_n"])
+        tiles = -(-m // (cfg["block_m"] * cluster)) * cluster * -(-n // cfg["block_n"])
         assert 1 <= cfg["num_sms"] <= min(NUM_SMS, tiles), where
         # The config carries the kind it was chosen for (the FFI handler reads it).
         for key in ("sfb_per_row", "a_mn_major", "b_mn_major"):
             assert cfg[key] == int(spec.get(key, False)), (where, key)
-        assert (cfg["out_bytes"], cfg["c_bytes"]) == (out_bytes, c_bytes), where
+        assert (cfg["out_bytes"], cfg["c_bytes"]) == (spec["out_bytes"], spec["c_bytes"]), where
         # The public wrapper agrees with the extension.
         public = (jaxgemm.fp8_gemm_config if spec["op"] == "fp8" else jaxgemm.bf16_gemm_config)
         assert public(m, n, k, num_sms=NUM_SMS, **spec["public"]) == cfg, where
@@ -356,7 +352,7 @@ def test_bench_kernel_compiles(compiled_bench_kernels, key):
     if spec["op"] == "fp8":
         assert "#include <sm90/fp8_gemm.cuh>" in src
         assert (f"jaxgemm::sm90::fp8_gemm<Wgmma, {head}, {cfg['cluster_m']}, "
-                f"{_bool(spec['sfb_per_row'])}, {cfg['out_bytes']}, {cfg['c_bytes']}, ") in src, src
+                f"{_bool(spec['sfb_per_row'])}, {spec['out_bytes']}, {spec['c_bytes']}, ") in src, src
         assert f"MMA_64x{bn}x32_F32E4M3E4M3_SS_TN" in src, src
     else:
         majors = ", ".join(f"cute::SM90::GMMA::Major::{'MN' if spec[x] else 'K'}"

@@ -25,8 +25,7 @@ struct GemmConfig {
   int store_n = 64;    // columns of one TMA store of the output (at most 128 bytes)
   int group_n = 8;     // rasterization band width in n-blocks
   int num_sms = 132;   // the persistent grid size (a multiple of cluster_m)
-  int cluster_m = 1;   // 2: CTA pairs on adjacent m-blocks share B by TMA multicast
-  int split_k = 1;     // FP8: K cut into this many slices, each a batch of FP32 partial sums
+  int cluster_m = 1;   // 2: CTA pairs on adjacent m-blocks share B by TMA multicast (FP8)
   int smem_bytes = 0;
 
   int num_threads() const { return (block_m / 64) * 128 + 128; }
@@ -34,7 +33,7 @@ struct GemmConfig {
   std::string str() const {
     std::ostringstream s;
     s << "block_m=" << block_m << " block_n=" << block_n << " stages=" << num_stages << " store_n=" << store_n
-      << " group_n=" << group_n << " sms=" << num_sms << " cluster_m=" << cluster_m << " split_k=" << split_k << " smem=" << smem_bytes
+      << " group_n=" << group_n << " sms=" << num_sms << " cluster_m=" << cluster_m << " smem=" << smem_bytes
       << " sfb_per_row=" << kind.sfb_per_row << " a_mn_major=" << kind.a_mn_major
       << " b_mn_major=" << kind.b_mn_major << " out_bytes=" << kind.out_bytes << " c_bytes=" << kind.c_bytes;
     return s.str();

@@ -40,49 +40,35 @@ inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_
   // B multicast (cluster_m = 2) is not chosen here: on an H200 it measured no
   // faster than none at the tiles picked (BLOCK_N 192), so L2 bandwidth is not what
   // binds today. A user can still ask for it in `config`.
-  //
-  // Split-K: where M is small, the tiles do not fill the SMs and each re-reads A over
-  // all of K. Cutting K into S slices (one unbatched GEMM, K % (128 S) == 0, each slice
-  // >= 4 K blocks) gives S times the tiles; the kernel writes S FP32 partial products
-  // and XLA sums them (reading S * M * N * 4 bytes at ~2600 B/clk of HBM).
-  for (int split : {1, 2, 4, 8}) {
-    if (split > 1 && (batches != 1 || k % (128 * split) != 0 || num_k_blocks / split < 4)) continue;
-    GemmKind kind_s = kind;
-    if (split > 1) kind_s.out_bytes = 4, kind_s.c_bytes = 0;  // partial sums; C is added after
-    const int k_blocks = num_k_blocks / split;
-    const double reduction = split > 1 ? double(split) * m * n * 4 / 2600.0 : 0.0;
-    for (int bm : {64, 128}) {
-      if (bm == 128 && m <= 64) continue;
-      // 176 is left out: its tiles can cross three 128-row scale blocks of B, and the
-      // extra scale selection in the promotion measured slower than 160 or 192.
-      for (int bn : {16, 32, 64, 96, 112, 128, 144, 160, 192}) {
-        // 1D1D promotes with a scale per column: at 192 columns ptxas spills (measured
-        // in SASS with FP32 output and C).
-        if (kind.sfb_per_row && bn > 160) continue;
-        const int stages =
-            max_stages([&](int s) { return fp8_gemm_smem_bytes(bm, bn, s, kind_s); }, smem_capacity);
-        if (stages < 3) continue;
-        const int64_t tiles = int64_t(split) * batches * ceil_div(m, bm) * ceil_div(n, bn);
-        const int64_t waves = (tiles + num_sms - 1) / num_sms;
-        // Cycles per 128-deep K block of one tile on one SM. A warpgroup's 4 WGMMAs
-        // (64 x BN x 128 MACs at 4096 FP8 MACs/clk) take 2*BN clks; after them it waits,
-        // releases the stage and promotes (~160 + BN clks), while the other math
-        // warpgroup (if any) keeps the tensor cores busy. TMA brings (BM + BN) * 128
-        // bytes from L2 at ~26 B/clk per SM when all SMs stream (what 128x176 tiles
-        // at K=16384 achieved).
-        const double wgmma = 2.0 * bn;
-        const double overhead = 160.0 + bn;
-        const double load = (bm + bn) * 128.0 / 26.0;
-        const double per_k_block = bm == 128 ? std::max({2 * wgmma, wgmma + overhead, load})
-                                             : std::max(wgmma + overhead, load);
-        const double per_tile = k_blocks * per_k_block + bm * bn * double(kind_s.out_bytes) / 64 + 500;
-        // Every SM that has a tile (shrinking the grid to the fewest SMs with the same
-        // number of waves measured 2-5% slower on an H200).
-        GemmConfig c =
-            candidate(kind_s, bm, bn, stages, fp8_gemm_smem_bytes(bm, bn, stages, kind_s), num_sms, tiles);
-        c.split_k = split;
-        best.offer(c, double(waves) * per_tile + reduction);
-      }
+  for (int bm : {64, 128}) {
+    if (bm == 128 && m <= 64) continue;
+    // 176 is left out: its tiles can cross three 128-row scale blocks of B, and the
+    // extra scale selection in the promotion measured slower than 160 or 192.
+    for (int bn : {16, 32, 64, 96, 112, 128, 144, 160, 192}) {
+      // 1D1D promotes with a scale per column: at 192 columns ptxas spills (measured in
+      // SASS with FP32 output and C).
+      if (kind.sfb_per_row && bn > 160) continue;
+      const int stages = max_stages([&](int s) { return fp8_gemm_smem_bytes(bm, bn, s, kind); }, smem_capacity);
+      if (stages < 3) continue;
+      const int64_t tiles = batches * ceil_div(m, bm) * ceil_div(n, bn);
+      const int64_t waves = (tiles + num_sms - 1) / num_sms;
+      // Cycles per 128-deep K block of one tile on one SM. A warpgroup's 4 WGMMAs
+      // (64 x BN x 128 MACs at 4096 FP8 MACs/clk) take 2*BN clks; after them it waits,
+      // releases the stage and promotes (~160 + BN clks), while the other math
+      // warpgroup (if any) keeps the tensor cores busy. TMA brings (BM + BN) * 128
+      // bytes from L2 at ~26 B/clk per SM when all SMs stream (what 128x176 tiles
+      // at K=16384 achieved).
+      const double wgmma = 2.0 * bn;
+      const double overhead = 160.0 + bn;
+      const double load = (bm + bn) * 128.0 / 26.0;
+      const double per_k_block = bm == 128 ? std::max({2 * wgmma, wgmma + overhead, load})
+                                           : std::max(wgmma + overhead, load);
+      const double per_tile = num_k_blocks * per_k_block + bm * bn * double(kind.out_bytes) / 64 + 500;
+      // Every SM that has a tile (shrinking the grid to the fewest SMs with the same
+      // number of waves measured 2-5% slower on an H200).
+      const GemmConfig c =
+          candidate(kind, bm, bn, stages, fp8_gemm_smem_bytes(bm, bn, stages, kind), num_sms, tiles);
+      best.offer(c, double(waves) * per_tile);
     }
   }
   if (!best.found) throw std::runtime_error("select_fp8_gemm_config: no config fits shared memory");

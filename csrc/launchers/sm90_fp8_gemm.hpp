@@ -39,9 +39,6 @@ struct Sm90Fp8Gemm {
   // Operand pointers and shapes of one call. `sfa_t` is A's scales in the kernel's
   // layout: [L, ceil(K/128), m_pad] f32 with m_pad % 4 == 0. `sfb` is B's scales:
   // 1D2D [Lb, ceil(N/128), ceil(K/128)]; 1D1D [Lb, ceil(K/128), n_pad] (N-major).
-  // With c.split_k = S > 1 (L = Lb = 1, K % (128 S) == 0) the kernel sees S batches,
-  // batch s being K slice s of A, B and their scales (strided views, no copy), and
-  // writes the S FP32 partial products [S, M, N] that the caller sums.
   struct Args {
     void* a;
     void* sfa_t;
@@ -56,25 +53,18 @@ struct Sm90Fp8Gemm {
   static CUresult make_params(const GemmConfig& c, const Args& x, Fp8GemmParams* p) {
     static_assert(sizeof(CUtensorMap) == sizeof(TmaDescriptor), "TMA descriptor size");
     std::memset(p, 0, sizeof(*p));
-    const uint64_t split = c.split_k > 1 ? c.split_k : 1;
-    const uint64_t k = x.k / split;               // K of one batch (slice)
-    const uint64_t kb = (k + 127) / 128;          // its 128-blocks
-    const uint64_t kb_total = (x.k + 127) / 128;
-    const uint64_t batches = split > 1 ? split : x.batches;
-    const uint64_t lb = split > 1 ? split : (x.b_batched ? x.batches : 1);
+    const uint64_t kb = (x.k + 127) / 128;
+    const uint64_t lb = x.b_batched ? x.batches : 1;
     const uint64_t ob = c.kind.out_bytes;
-    // Batch strides in bytes: whole matrices, or (split-K) the next K slice of each row.
-    const uint64_t a_batch = split > 1 ? k : uint64_t(x.m) * x.k;
-    const uint64_t b_batch = split > 1 ? k : uint64_t(x.n) * x.k;
-    jit::TmaTensor a{CU_TENSOR_MAP_DATA_TYPE_UINT8, x.a, 3, {k, x.m, batches}, {x.k, a_batch},
+    jit::TmaTensor a{CU_TENSOR_MAP_DATA_TYPE_UINT8, x.a, 3, {x.k, x.m, x.batches}, {x.k, uint64_t(x.m) * x.k},
                      {128, uint32_t(c.block_m), 1}, CU_TENSOR_MAP_SWIZZLE_128B};
-    jit::TmaTensor b{CU_TENSOR_MAP_DATA_TYPE_UINT8, x.b, 3, {k, x.n, lb}, {x.k, b_batch},
+    jit::TmaTensor b{CU_TENSOR_MAP_DATA_TYPE_UINT8, x.b, 3, {x.k, x.n, lb}, {x.k, uint64_t(x.n) * x.k},
                      {128, uint32_t(c.block_n / c.cluster_m), 1}, CU_TENSOR_MAP_SWIZZLE_128B};
-    jit::TmaTensor sfa{CU_TENSOR_MAP_DATA_TYPE_FLOAT32, x.sfa_t, 3, {x.m, kb, batches},
+    jit::TmaTensor sfa{CU_TENSOR_MAP_DATA_TYPE_FLOAT32, x.sfa_t, 3, {x.m, kb, x.batches},
                        {uint64_t(x.m_pad) * 4, kb * x.m_pad * 4}, {uint32_t(c.block_m), 1, 1},
                        CU_TENSOR_MAP_SWIZZLE_NONE};
     jit::TmaTensor d{ob == 4 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT32 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, x.d, 3,
-                     {x.n, x.m, batches}, {uint64_t(x.n) * ob, uint64_t(x.m) * x.n * ob},
+                     {x.n, x.m, x.batches}, {uint64_t(x.n) * ob, uint64_t(x.m) * x.n * ob},
                      {uint32_t(c.store_n), 64, 1}, jit::swizzle_for_span(uint32_t(c.store_n * ob))};
     CUresult r;
     if ((r = jit::encode_tma(reinterpret_cast<CUtensorMap*>(&p->tma_a), a)) != CUDA_SUCCESS) return r;
@@ -88,15 +78,13 @@ struct Sm90Fp8Gemm {
       if ((r = jit::encode_tma(reinterpret_cast<CUtensorMap*>(&p->tma_sfb), sfb)) != CUDA_SUCCESS) return r;
     } else {
       p->sfb = static_cast<const float*>(x.sfb);
-      p->sfb_k_stride = static_cast<unsigned>(kb_total);
-      p->sfb_batch_stride = static_cast<unsigned>(split > 1 ? kb : (x.n + 127) / 128 * kb_total);
     }
     p->c = x.c;
     p->m = x.m;
     p->n = x.n;
-    p->k = static_cast<unsigned>(k);
-    p->num_batches = static_cast<unsigned>(batches);
-    p->b_batched = split > 1 ? 1u : x.b_batched;
+    p->k = x.k;
+    p->num_batches = x.batches;
+    p->b_batched = x.b_batched;
     return CUDA_SUCCESS;
   }
 };

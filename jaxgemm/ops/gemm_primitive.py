@@ -35,7 +35,7 @@ from jaxgemm.quantization import align, ceil_div
 __all__ = ["GemmSpec", "gemm_p", "gemm_config", "CONFIG_KEYS", "normalize_config"]
 
 SMEM_CAPACITY = 232448  # bytes of shared memory one SM90 block may use
-CONFIG_KEYS = ("block_m", "block_n", "num_stages", "store_n", "group_n", "num_sms", "cluster_m", "split_k")
+CONFIG_KEYS = ("block_m", "block_n", "num_stages", "store_n", "group_n", "num_sms", "cluster_m")
 _KIND_KEYS = ("sfb_per_row", "a_mn_major", "b_mn_major", "out_bytes", "c_bytes")
 _FFI_TARGETS = {"fp8": "jaxgemm_fp8_gemm", "bf16": "jaxgemm_bf16_gemm"}
 
@@ -122,7 +122,6 @@ _CONFIG_RULES = {
     "group_n": (lambda v: v >= 1, "positive"),
     "num_sms": (lambda v: v >= 1, "positive"),
     "cluster_m": (lambda v: v in (1, 2), "1 or 2"),
-    "split_k": (lambda v: v in (1, 2, 4, 8), "1, 2, 4 or 8"),
 }
 
 
@@ -133,12 +132,12 @@ def _kind(spec: GemmSpec) -> dict:
                 c_bytes=c_bytes)
 
 
-def _smem_bytes(op: str, ext, cfg: dict, stages: int) -> int:
-    """Shared memory of `cfg` (its kind keys included) at `stages` stages."""
-    if op == "fp8":
-        return ext.fp8_gemm_smem_bytes(cfg["block_m"], cfg["block_n"], stages, bool(cfg["sfb_per_row"]),
-                                       cfg["out_bytes"])
-    return ext.bf16_gemm_smem_bytes(cfg["block_m"], cfg["block_n"], stages, cfg["out_bytes"])
+def _smem_bytes(spec: GemmSpec, ext, block_m, block_n, stages) -> int:
+    kind = _kind(spec)
+    if spec.op == "fp8":
+        return ext.fp8_gemm_smem_bytes(block_m, block_n, stages, bool(kind["sfb_per_row"]),
+                                       kind["out_bytes"])
+    return ext.bf16_gemm_smem_bytes(block_m, block_n, stages, kind["out_bytes"])
 
 
 def gemm_config(spec: GemmSpec, m: int, n: int, k: int, batches: int = 1, *,
@@ -162,17 +161,6 @@ def gemm_config(spec: GemmSpec, m: int, n: int, k: int, batches: int = 1, *,
     if not overrides:
         return cfg
     cfg.update(overrides)
-    cfg.update(kind)  # the heuristic's split-K pick may have changed it
-    if "split_k" not in overrides:
-        cfg["split_k"] = 1  # split K only where asked for or chosen whole by the heuristic
-    split = cfg["split_k"]
-    if split > 1:
-        if spec.op != "fp8":
-            raise ValueError(f"{op_name}: config split_k must be 1 (the BF16 kernel does not split K)")
-        if batches != 1 or k % (128 * split):
-            raise ValueError(f"{op_name}: config split_k={split} needs one unbatched GEMM and K a "
-                             f"multiple of {128 * split}, got batches={batches}, K={k}")
-        cfg.update(out_bytes=4, c_bytes=0)  # FP32 partial sums; C is added to their sum
     if spec.op == "bf16" and spec.b_mn_major and cfg["block_n"] % (64 * cfg.get("cluster_m", 1)):
         raise ValueError(f"{op_name}: config block_n={cfg['block_n']} must be a multiple of 64 "
                          "(128 with cluster_m=2) when B is MN-major")
@@ -180,26 +168,26 @@ def gemm_config(spec: GemmSpec, m: int, n: int, k: int, batches: int = 1, *,
         cfg["cluster_m"] = 1  # multicast only where asked for
     if "store_n" not in overrides:
         cfg["store_n"] = next(w for w in (64, 32, 16, 8)
-                              if w * cfg["out_bytes"] <= 128 and cfg["block_n"] % w == 0)
-    if cfg["store_n"] * cfg["out_bytes"] > 128:
+                              if w * kind["out_bytes"] <= 128 and cfg["block_n"] % w == 0)
+    if cfg["store_n"] * kind["out_bytes"] > 128:
         raise ValueError(f"{op_name}: config store_n={cfg['store_n']} is wider than 128 bytes of "
                          f"{spec.out_dtype} output")
     if cfg["num_sms"] > num_sms and "num_sms" in overrides:
         raise ValueError(f"{op_name}: config num_sms={cfg['num_sms']} exceeds the {num_sms} SMs")
     if "num_stages" not in overrides:
         stages = 0
-        while stages < 8 and _smem_bytes(spec.op, ext, cfg, stages + 1) <= SMEM_CAPACITY:
+        while stages < 8 and _smem_bytes(spec, ext, cfg["block_m"], cfg["block_n"],
+                                         stages + 1) <= SMEM_CAPACITY:
             stages += 1
         cfg["num_stages"] = stages
     cluster = cfg["cluster_m"]
     if "num_sms" not in overrides:
-        tiles = (split * batches * ceil_div(m, cfg["block_m"] * cluster) * cluster
-                 * ceil_div(n, cfg["block_n"]))
+        tiles = batches * ceil_div(m, cfg["block_m"] * cluster) * cluster * ceil_div(n, cfg["block_n"])
         cfg["num_sms"] = min(num_sms // cluster * cluster, tiles)
     if cfg["num_sms"] % cluster != 0 or cfg["block_n"] % (8 * cluster) != 0:
         raise ValueError(f"{op_name}: config {overrides}: with cluster_m={cluster}, num_sms and "
                          f"block_n / 8 must be multiples of {cluster}")
-    cfg["smem_bytes"] = _smem_bytes(spec.op, ext, cfg, cfg["num_stages"])
+    cfg["smem_bytes"] = _smem_bytes(spec, ext, cfg["block_m"], cfg["block_n"], cfg["num_stages"])
     if cfg["smem_bytes"] > SMEM_CAPACITY or cfg["num_stages"] < 1:
         raise ValueError(f"{op_name}: config {overrides} needs {cfg['smem_bytes']} bytes of shared "
                          f"memory, more than the {SMEM_CAPACITY} an SM90 block can have")
@@ -273,14 +261,10 @@ def _cuda_lowering(ctx, *args, spec: GemmSpec):
     if os.environ.get("JAXGEMM_PRINT_CONFIGS", "0") not in ("", "0"):
         print(f"jaxgemm: {op_name} L={l} M={m} N={n} K={k}: {cfg}", flush=True)
     attrs = {key: np.int32(cfg[key]) for key in CONFIG_KEYS + _KIND_KEYS}
-    split = cfg["split_k"]
-    # Split-K: the kernel writes [split, M, N] FP32 partial sums of K slices; their sum,
-    # plus C, is rounded once here.
-    out_type = (jax.ShapeDtypeStruct((split, m, n), jnp.float32) if split > 1 else
-                jax.ShapeDtypeStruct((l, m, n), jnp.dtype(spec.out_dtype)))
+    out_type = jax.ShapeDtypeStruct((l, m, n), jnp.dtype(spec.out_dtype))
     # D = C + A@B in place: XLA aliases C's buffer to D (no copy when the caller donates C).
     c_index = spec.num_operands - 1
-    aliases = {c_index: 0} if spec.has_c and spec.c_dtype == spec.out_dtype and split == 1 else {}
+    aliases = {c_index: 0} if spec.has_c and spec.c_dtype == spec.out_dtype else {}
 
     def impl(*args):
         a, sfa, b, sfb, c = _split(spec, args)
@@ -293,13 +277,9 @@ def _cuda_lowering(ctx, *args, spec: GemmSpec):
             sfa = mn_major(sfa, m)
             if spec.sfb_per_row:
                 sfb = mn_major(sfb, n)
-        call = jax.ffi.ffi_call(_FFI_TARGETS[spec.op], out_type, input_output_aliases=aliases)
-        if split == 1:
-            return call(*_join(spec, a, sfa, b, sfb, c), **attrs)
-        d = jnp.sum(call(*_join(spec, a, sfa, b, sfb, None)[:4], **attrs), axis=0, keepdims=True)
-        if c is not None:
-            d = d + c.astype(jnp.float32)
-        return d.astype(spec.out_dtype)
+        operands = [x for x in _join(spec, a, sfa, b, sfb, c)]
+        return jax.ffi.ffi_call(_FFI_TARGETS[spec.op], out_type,
+                                input_output_aliases=aliases)(*operands, **attrs)
 
     return mlir.lower_fun(impl, multiple_results=False)(ctx, *args)
 

@@ -237,7 +237,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
       const unsigned nb1 = min(nb0 + 1, num_nb - 1);
       const unsigned nb2 = min(nb0 + 2, num_nb - 1);
       const unsigned split = (nb0 + 1) * 128 - n0;
-      const float* sfb = p.sfb + (p.b_batched ? l : 0) * p.sfb_batch_stride;
+      const float* sfb = p.sfb + (p.b_batched ? l : 0) * num_nb * num_k_blocks;
 
 #pragma unroll
       for (unsigned i = 0; i < NUM_ACC; ++i) final_acc[i] = 0.0f;
@@ -248,9 +248,9 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
         KBlock blk;
         blk.stage = (it + kb) % NUM_STAGES;
         if constexpr (!SFB_PER_ROW) {
-          blk.sb0 = __ldg(sfb + nb0 * p.sfb_k_stride + kb);
-          blk.sb1 = __ldg(sfb + nb1 * p.sfb_k_stride + kb);
-          blk.sb2 = tile_may_cross_three_scale_blocks<BLOCK_N>() ? __ldg(sfb + nb2 * p.sfb_k_stride + kb) : blk.sb1;
+          blk.sb0 = __ldg(sfb + nb0 * num_k_blocks + kb);
+          blk.sb1 = __ldg(sfb + nb1 * num_k_blocks + kb);
+          blk.sb2 = tile_may_cross_three_scale_blocks<BLOCK_N>() ? __ldg(sfb + nb2 * num_k_blocks + kb) : blk.sb1;
         }
         Barrier::wait(&full[blk.stage], ((it + kb) / NUM_STAGES) & 1);
         blk.sa0 = smem_sfa[blk.stage * BLOCK_M + warp_group * 64 + row0];

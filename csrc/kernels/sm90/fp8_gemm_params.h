@@ -13,10 +13,8 @@ struct Fp8GemmParams {
   TmaDescriptor tma_sfb;  // 1D1D only: SFB [Lb, ceil(K/128), N] f32 (N-major, padded to 4), box {BLOCK_N, 1, 1}
   TmaDescriptor tma_d;    // D   [L, M, N] bf16 or f32, box {STORE_N, 64, 1}, swizzled to the chunk's bytes
   const float* sfb;       // 1D2D only: SFB [Lb, ceil(N/128), ceil(K/128)] f32, row-major
-  unsigned sfb_k_stride;      // 1D2D: floats between rows of SFB (its ceil(K/128) columns)
-  unsigned sfb_batch_stride;  // 1D2D: floats between batches (or split-K slices) of SFB
   const void* c;          // C   [L, M, N] bf16 or f32 (or null), may alias D
-  unsigned m, n, k;       // k: the K of one batch (of one split-K slice)
+  unsigned m, n, k;
   unsigned num_batches;   // L
   unsigned b_batched;     // 1: B and SFB have L batches; 0: one, shared by all
 };
