@@ -10,7 +10,7 @@
 //
 // Work per output tile (BLOCK_M x BLOCK_N, K deep): 2*BM*BN*K FLOPs, loading
 // (BM + BN) * K bytes of operands (plus BM * K/32 of A scales) from L2 into
-// shared memory, writing 2*BM*BN bytes. At 128 x 192 that is 154 FLOP per byte
+// shared memory, writing BM*BN*OUT_BYTES bytes. At 128 x 192 that is 154 FLOP per byte
 // loaded: each SM needs ~26 B/clk from L2 at 1000 TFLOPS. DRAM sees far less,
 // since the band rasterization below keeps the panels in flight in L2.
 //
@@ -18,13 +18,14 @@
 // blockIdx.x, blockIdx.x + gridDim.x, ...):
 //   - warpgroups 0..NUM_MATH_WG-1 (math, 64 rows of the tile each): per 128-deep
 //     K block, wait for the stage, 4 WGMMA m64nNk32 into a fresh accumulator,
-//     release the stage, then promote: final += accum * scale_a[row] * scale_b[col].
+//     release the stage, then promote: final += accum * scale_a[row] * scale_b[col]
+//     (1D1D reads its per-column scales from the stage, so it promotes first).
 //     This FP32 promotion every 128 of K is what keeps FP8 accumulation accurate.
-//     Epilogue: BF16 into swizzled shared memory, then TMA stores, which overlap
-//     the next tile's main loop.
-//   - the last warpgroup (producer): one thread issues the TMA loads of A, B and
-//     the A scales of each stage into a NUM_STAGES-deep ring guarded by "full"
-//     (transaction bytes) and "empty" (one arrival per math warp) mbarriers.
+//     Epilogue (common/sm90_epilogue.cuh): + C, then BF16 or FP32 into swizzled
+//     shared memory and TMA stores, which overlap the next tile's main loop.
+//   - the last warpgroup (producer): one thread issues the TMA loads of A, B, the
+//     A scales (and 1D1D's B scales) of each stage into a NUM_STAGES-deep ring
+//     (common/sm90_pipeline.cuh).
 // Registers are rebalanced with setmaxnreg: producer 56, math 224. The sum must
 // equal what the CTA holds at entry (168 x 384): an increase waits for registers
 // that a decrease has freed, so asking for more than that hangs.
