@@ -28,11 +28,8 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-try:
-    from jax.extend import core as jax_core
-    jax_core.jaxprs_in_params  # noqa: B018
-except (ImportError, AttributeError):  # older JAX
-    jax_core = jax.core
+
+from _jaxpr_walk import count_prims as _count_prims, jax_core, prim_names as _prim_names
 
 import jaxgemm
 from jaxgemm import reference
@@ -184,22 +181,6 @@ def _jitted(op, layout, out_dtype):
     return jax.jit(lambda a, b, c: f(a, b, c, out_dtype))
 
 
-def _count_prims(jaxpr, name):
-    count = 0
-    for eqn in jaxpr.eqns:
-        count += eqn.primitive.name == name
-        for sub in jax_core.jaxprs_in_params(eqn.params):
-            count += _count_prims(sub, name)
-    return count
-
-
-def _prim_names(jaxpr):
-    names = set()
-    for eqn in jaxpr.eqns:
-        names.add(eqn.primitive.name)
-        for sub in jax_core.jaxprs_in_params(eqn.params):
-            names |= _prim_names(sub)
-    return names
 
 
 def _gemm_eqns(jaxpr):

@@ -23,11 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-try:
-    from jax.extend import core as jax_core
-    jax_core.jaxprs_in_params  # noqa: B018
-except (ImportError, AttributeError):  # older JAX
-    jax_core = jax.core
+from _jaxpr_walk import count_prims as _count_prims, prim_names as _prim_names
 
 import jaxgemm
 from jaxgemm import _runtime, reference
@@ -113,24 +109,6 @@ def _bits(x):
     return np.asarray(x).view(np.uint16)
 
 
-def _count_prims(jaxpr, name):
-    """Equations named `name` in a jaxpr, sub-jaxprs (pjit, scan, while...) included."""
-    count = 0
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == name:
-            count += 1
-        for sub in jax_core.jaxprs_in_params(eqn.params):
-            count += _count_prims(sub, name)
-    return count
-
-
-def _prim_names(jaxpr):
-    names = set()
-    for eqn in jaxpr.eqns:
-        names.add(eqn.primitive.name)
-        for sub in jax_core.jaxprs_in_params(eqn.params):
-            names |= _prim_names(sub)
-    return names
 
 
 def _check_numerics(out, want, absdot=None, k=None):
