@@ -18,8 +18,9 @@ For each DeepSeek-V3 (N, K) shape and each M, in one run and on the same GPU:
 
 Method: one jitted function applies the op to several distinct input sets whose
 operands together exceed 4x the 50 MB L2 cache, so that no run measures the cache; it is
-called back to back after warm-up, the device is synchronised once at the end, and the
-median over 5 repetitions is reported. The jaxgemm kernels of the whole run are compiled
+called back to back after a warm-up of at least 0.3 s (the GPU's clocks ramp up from
+idle), each repetition runs it for at least 50 ms with the device synchronised once at
+the end, and the median over 5 repetitions is reported. The jaxgemm kernels of the whole run are compiled
 first, in parallel (`jaxgemm.precompile`), so that no timed call and no warm-up waits on
 NVCC. calc_diff is each jaxgemm output (first input set) against a float32 HIGHEST
 reference of the dequantized inputs, computed on the device as sum((x-y)^2) /
@@ -61,7 +62,9 @@ LAYOUTS = ("nt", "nn", "tn", "tt")
 LAYOUT_BAR = 0.9       # every FP8 layout should reach this fraction of nt
 _L2_BYTES = 50 * 2**20
 _REPS = 5              # repetitions; the median is reported
-_CALLS = 3             # back-to-back calls per repetition
+_MIN_CALLS = 3         # back-to-back calls per repetition, at least...
+_MIN_REP_S = 0.05      # ...and as many as last this long
+_WARMUP_S = 0.3        # untimed calls before the first repetition
 _CPU_NUM_SMS = 132     # without a GPU, configs are shown as an H100 SXM would get them
 _JIT_SHAPE = (4096, 7168, 16384)
 
@@ -114,14 +117,21 @@ def _time_fn(fn, args, *, check=None, carry=None):
     out = jax.block_until_ready(call())  # compile + first run
     checked = check(out) if check is not None else None
     del out
-    jax.block_until_ready(call())
+    warm, t0 = 0, time.perf_counter()
+    while True:
+        jax.block_until_ready(call())
+        warm += 1
+        spent = time.perf_counter() - t0
+        if spent >= _WARMUP_S:
+            break
+    calls = max(_MIN_CALLS, math.ceil(_MIN_REP_S / (spent / warm)))
     times = []
     for _ in range(_REPS):
         t0 = time.perf_counter()
-        for _ in range(_CALLS):
+        for _ in range(calls):
             out = call()
         jax.block_until_ready(out)
-        times.append((time.perf_counter() - t0) / _CALLS)
+        times.append((time.perf_counter() - t0) / calls)
     return statistics.median(times), checked
 
 

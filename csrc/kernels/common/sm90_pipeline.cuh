@@ -41,6 +41,38 @@ __device__ __forceinline__ void release_stage(uint64_t* empty, unsigned stage, u
   }
 }
 
+// The same release, by the barrier's shared-window address (the math loops keep
+// their barrier addresses in registers; see keep_in_register).
+template <unsigned CLUSTER_M>
+__device__ __forceinline__ void release_stage(uint32_t empty_addr, unsigned lane) {
+  __syncwarp();
+  if (lane == 0) {
+    if constexpr (CLUSTER_M == 1) {
+      asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(empty_addr) : "memory");
+    } else {
+#pragma unroll
+      for (unsigned r = 0; r < CLUSTER_M; ++r)
+        asm volatile(
+            "{\n\t.reg .b32 remote;\n\t"
+            "mapa.shared::cluster.u32 remote, %0, %1;\n\t"
+            "mbarrier.arrive.shared::cluster.b64 _, [remote];\n\t}" ::"r"(empty_addr),
+            "r"(r)
+            : "memory");
+    }
+  }
+}
+
+// Waits for the phase of the barrier at shared-window address `addr` to complete.
+__device__ __forceinline__ void wait_barrier(uint32_t addr, uint32_t phase) {
+  asm volatile(
+      "{\n\t.reg .pred done;\n\t"
+      "WAIT:\n\t"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1, %2;\n\t"
+      "@!done bra WAIT;\n\t}" ::"r"(addr),
+      "r"(phase), "r"(0x989680)
+      : "memory");
+}
+
 // The producer, after its last load: the peer CTA arrives on our "empty" barriers
 // remotely, so stay alive until every stage has been released by both CTAs and no
 // arrival targets an exited CTA. `it` is the number of stages filled so far.

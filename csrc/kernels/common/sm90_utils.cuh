@@ -28,22 +28,64 @@ __device__ __forceinline__ uint32_t smem_addr(const void* ptr) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(ptr));
 }
 
+// Hides how `v` was computed from ptxas, so that it stays in a register. Shared
+// addresses derived from the window base would otherwise be rebuilt (S2UR and a
+// chain of uniform ops) wherever they are used, for instance in every K block.
+__device__ __forceinline__ uint32_t keep_in_register(uint32_t v) {
+  asm volatile("" : "+r"(v));
+  return v;
+}
+
+// Shared-memory loads by shared-window address (LDS, not a generic load). Volatile:
+// they must stay after the barrier wait that publishes the data.
+__device__ __forceinline__ float ld_shared_f32(uint32_t addr) {
+  float v;
+  asm volatile("ld.shared.f32 %0, [%1];" : "=f"(v) : "r"(addr));
+  return v;
+}
+
+__device__ __forceinline__ float2 ld_shared_f32x2(uint32_t addr) {
+  float2 v;
+  asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];" : "=f"(v.x), "=f"(v.y) : "r"(addr));
+  return v;
+}
+
 // WGMMA shared-memory descriptor of a 128B-swizzled tile (1024-aligned), in
 // the canonical layouts of the PTX ISA, offsets in bytes:
 //   K-major:  rows of 128 bytes of K; 8-row groups `sbo` apart (1024 when dense).
 //   MN-major: rows of 128 bytes of M (or N) per k; 8-row groups of k `sbo`
 //             apart, 128-byte-wide MN chunks `lbo` apart.
-__device__ __forceinline__ uint64_t smem_desc_sw128(const void* ptr, uint32_t lbo, uint32_t sbo) {
+__device__ __forceinline__ uint64_t smem_desc_sw128(uint32_t addr, uint32_t lbo, uint32_t sbo) {
   uint64_t desc = 0;
-  desc |= static_cast<uint64_t>((smem_addr(ptr) >> 4) & 0x3FFF);  // start address
+  desc |= static_cast<uint64_t>((addr >> 4) & 0x3FFF);            // start address
   desc |= static_cast<uint64_t>((lbo >> 4) & 0x3FFF) << 16;        // leading byte offset
   desc |= static_cast<uint64_t>((sbo >> 4) & 0x3FFF) << 32;        // stride byte offset
   desc |= static_cast<uint64_t>(1) << 62;                          // 128B swizzle
   return desc;
 }
 
+__device__ __forceinline__ uint64_t smem_desc_sw128(const void* ptr, uint32_t lbo, uint32_t sbo) {
+  return smem_desc_sw128(smem_addr(ptr), lbo, sbo);
+}
+
+__device__ __forceinline__ uint64_t smem_desc_k_major_sw128(uint32_t addr) {
+  return smem_desc_sw128(addr, 16, 1024);  // the leading offset is unused for K-major
+}
+
 __device__ __forceinline__ uint64_t smem_desc_k_major_sw128(const void* ptr) {
-  return smem_desc_sw128(ptr, 16, 1024);  // the leading offset is unused for K-major
+  return smem_desc_k_major_sw128(smem_addr(ptr));
+}
+
+// The same K-major descriptor split in two: its high word is a constant (stride
+// 1024, 128B swizzle), so address arithmetic on a stage or a K step only touches
+// the low word (start address in 16 bytes, unused leading offset 1).
+__device__ __forceinline__ uint32_t k_major_sw128_desc_lo(uint32_t addr) {
+  return static_cast<uint32_t>(smem_desc_k_major_sw128(addr));
+}
+
+__device__ __forceinline__ uint64_t k_major_sw128_desc(uint32_t lo) {
+  constexpr uint64_t kHi = (static_cast<uint64_t>(1024 >> 4) << 32) | (static_cast<uint64_t>(1) << 62);
+  return kHi | lo;
 }
 
 template <class Wgmma, int... I>

@@ -53,65 +53,98 @@ namespace jaxgemm::sm90 {
 
 // One 128-deep K block in flight: its pipeline stage and its scales.
 struct KBlock {
-  unsigned stage;
+  unsigned stage, phase;
   float sa0, sa1;       // A scales of this thread's two rows
   float sb0, sb1, sb2;  // 1D2D: B scales of the (up to three) 128-row blocks the tile's columns cross
 };
 
-// The 4 WGMMAs (K = 4 x 32) of one K block into a fresh accumulator.
+// The 4 WGMMAs (K = 4 x 32) of one K block into a fresh accumulator. The operands
+// are K-major 128B-swizzled tiles given by the low words of their descriptors.
 template <class Wgmma, unsigned NUM_ACC>
-__device__ __forceinline__ void issue_wgmma_batch(uint64_t desc_a, uint64_t desc_b, float (&acc)[NUM_ACC]) {
+__device__ __forceinline__ void issue_wgmma_batch(uint32_t desc_a_lo, uint32_t desc_b_lo, float (&acc)[NUM_ACC]) {
   fence_accumulators(acc);
   cute::warpgroup_arrive();
 #pragma unroll
   for (unsigned k = 0; k < 4; ++k) {
     // Advancing K by 32 bytes inside the 128B swizzle atom moves the start address.
-    wgmma_fma<Wgmma>(desc_a + k * 2, desc_b + k * 2, acc, k > 0, cute::make_integer_sequence<int, NUM_ACC>{});
+    wgmma_fma<Wgmma>(k_major_sw128_desc(desc_a_lo + k * 2), k_major_sw128_desc(desc_b_lo + k * 2), acc, k > 0,
+                     cute::make_integer_sequence<int, NUM_ACC>{});
   }
   cute::warpgroup_commit_batch();
 }
 
-// final += acc * scale_a[row] * scale_b[col]. Accumulator i of m64nN sits at row
-// row0 + 8 * ((i / 2) % 2), column (i / 4) * 8 + (lane % 4) * 2 + i % 2. Columns
-// before `split` use sb0, the next 128 sb1, the rest sb2.
+// gcd(BLOCK_N, 128): tiles start a multiple of this many columns past a 128-column
+// boundary of B's scale blocks.
 template <unsigned BLOCK_N>
-constexpr bool tile_may_cross_three_scale_blocks() {
-  // A tile starts at most 128 - gcd(BLOCK_N, 128) columns past a 128-boundary.
+constexpr unsigned scale_block_offset_step() {
   unsigned g = 128, b = BLOCK_N;
   while (b) { const unsigned t = g % b; g = b; b = t; }
-  return BLOCK_N - g > 128;  // e.g. 176; never 144, 160 or 192
+  return g;
 }
 
-template <unsigned BLOCK_N, unsigned NUM_ACC>
-__device__ __forceinline__ void promote(float (&final_acc)[NUM_ACC], const float (&acc)[NUM_ACC],
-                                        const KBlock& blk, unsigned split) {
-  // The row x block scale products, once per K block; each column group then
-  // selects its pair instead of multiplying again.
-  const float s00 = blk.sa0 * blk.sb0, s10 = blk.sa1 * blk.sb0;
-  const float s01 = blk.sa0 * blk.sb1, s11 = blk.sa1 * blk.sb1;
-  const float s02 = blk.sa0 * blk.sb2, s12 = blk.sa1 * blk.sb2;
+template <unsigned BLOCK_N>
+constexpr bool tile_may_cross_three_scale_blocks() {
+  return BLOCK_N - scale_block_offset_step<BLOCK_N>() > 128;  // e.g. 176; never 144, 160 or 192
+}
+
+// final += acc * scale_a[row] * scale_b[col]. Accumulator i of m64nN sits at row
+// row0 + 8 * ((i / 2) % 2), column (i / 4) * 8 + (lane % 4) * 2 + i % 2. Tile
+// columns before SPLIT use B scale block 0, then block 1 for 128 columns, then 2.
+// SPLIT is a template argument so that each column group's scale is fixed at
+// compile time: no per-group selects in the loop (they cost as much as the FFMAs).
+template <unsigned BLOCK_N, unsigned SPLIT, unsigned NUM_ACC>
+__device__ __forceinline__ void promote_at_split(float (&final_acc)[NUM_ACC], const float (&acc)[NUM_ACC],
+                                                 const float (&s_row0)[3], const float (&s_row1)[3]) {
 #pragma unroll
   for (unsigned j = 0; j < BLOCK_N / 8; ++j) {
-    float s0 = s00, s1 = s10;
-    if constexpr (128 % BLOCK_N != 0) {
-      if (j * 8 >= split) s0 = s01, s1 = s11;
-      if (tile_may_cross_three_scale_blocks<BLOCK_N>() && j * 8 >= split + 128) s0 = s02, s1 = s12;
-    }
-    final_acc[j * 4 + 0] += acc[j * 4 + 0] * s0;
-    final_acc[j * 4 + 1] += acc[j * 4 + 1] * s0;
-    final_acc[j * 4 + 2] += acc[j * 4 + 2] * s1;
-    final_acc[j * 4 + 3] += acc[j * 4 + 3] * s1;
+    const unsigned b = j * 8 < SPLIT ? 0 : 1 + (j * 8 - SPLIT) / 128;
+    final_acc[j * 4 + 0] += acc[j * 4 + 0] * s_row0[b];
+    final_acc[j * 4 + 1] += acc[j * 4 + 1] * s_row0[b];
+    final_acc[j * 4 + 2] += acc[j * 4 + 2] * s_row1[b];
+    final_acc[j * 4 + 3] += acc[j * 4 + 3] * s_row1[b];
   }
 }
 
+template <unsigned V>
+struct Constant {
+  static constexpr unsigned value = V;
+};
+
+// Calls f(Constant<SPLIT>{}) for the tile's runtime `split` (128 minus the tile's
+// offset into its first B scale block), so that the K loop inside f is compiled
+// once per possible split, each with its scale choices fixed. Case I is
+// split = 128 - I * gcd(BLOCK_N, 128); any split of BLOCK_N or more (the tile lies in
+// one scale block) takes the last case, SPLIT = BLOCK_N.
+template <unsigned BLOCK_N, unsigned I = 0, class F>
+__device__ __forceinline__ void with_static_split(unsigned split, F&& f) {
+  constexpr unsigned SPLIT = 128 - I * scale_block_offset_step<BLOCK_N>();
+  if constexpr (SPLIT == 0) {
+    f(Constant<BLOCK_N>{});
+  } else if constexpr (SPLIT >= BLOCK_N) {
+    with_static_split<BLOCK_N, I + 1>(split, f);
+  } else {
+    if (split == SPLIT) f(Constant<SPLIT>{});
+    else with_static_split<BLOCK_N, I + 1>(split, f);
+  }
+}
+
+// final += acc * sa[row] * sb[block of col], the products formed once per K block.
+template <unsigned BLOCK_N, unsigned SPLIT, unsigned NUM_ACC>
+__device__ __forceinline__ void promote(float (&final_acc)[NUM_ACC], const float (&acc)[NUM_ACC],
+                                        const KBlock& blk) {
+  const float s_row0[3] = {blk.sa0 * blk.sb0, blk.sa0 * blk.sb1, blk.sa0 * blk.sb2};
+  const float s_row1[3] = {blk.sa1 * blk.sb0, blk.sa1 * blk.sb1, blk.sa1 * blk.sb2};
+  promote_at_split<BLOCK_N, SPLIT>(final_acc, acc, s_row0, s_row1);
+}
+
 // 1D1D: final += acc * scale_a[row] * scale_b[col], with one B scale per column
-// (`sfb` is this K block's BLOCK_N column scales in shared memory).
+// (`sfb`: the shared address of this K block's BLOCK_N column scales).
 template <unsigned BLOCK_N, unsigned NUM_ACC>
 __device__ __forceinline__ void promote_per_column(float (&final_acc)[NUM_ACC], const float (&acc)[NUM_ACC],
-                                                   const KBlock& blk, const float* sfb, unsigned lane) {
+                                                   const KBlock& blk, uint32_t sfb, unsigned lane) {
 #pragma unroll
   for (unsigned j = 0; j < BLOCK_N / 8; ++j) {
-    const float2 sb = *reinterpret_cast<const float2*>(sfb + j * 8 + (lane % 4) * 2);
+    const float2 sb = ld_shared_f32x2(sfb + (j * 8 + (lane % 4) * 2) * 4);
     final_acc[j * 4 + 0] += acc[j * 4 + 0] * (blk.sa0 * sb.x);
     final_acc[j * 4 + 1] += acc[j * 4 + 1] * (blk.sa0 * sb.y);
     final_acc[j * 4 + 2] += acc[j * 4 + 2] * (blk.sa1 * sb.x);
@@ -151,9 +184,11 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   static_assert(B_ROWS_PER_CTA % 8 == 0, "each multicast half of B keeps whole 8-row swizzle atoms");
 
   // Shared memory: [D staging][A x stages][B x stages][SFA x stages][SFB x stages][barriers]
-  extern __shared__ uint8_t smem_raw[];
-  uint8_t* smem = reinterpret_cast<uint8_t*>(
-      (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~static_cast<uintptr_t>(1023));
+  // Aligned in the shared window (a link-time constant), not through the generic
+  // pointer, which would cost the math loop a rebuild of the window base per K block.
+  extern __shared__ __align__(1024) uint8_t smem_raw[];
+  const uint32_t smem_raw_u32 = smem_addr(smem_raw);
+  uint8_t* smem = smem_raw + (((smem_raw_u32 + 1023) & ~1023u) - smem_raw_u32);
   uint8_t* smem_d = smem;
   uint8_t* smem_a = smem_d + Layout::SMEM_D;
   uint8_t* smem_b = smem_a + NUM_STAGES * Layout::SMEM_A;
@@ -225,8 +260,21 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
     uint8_t* smem_d_wg = smem_d + warp_group * epilogue_smem_bytes<EPILOGUE_RING, BLOCK_N, OUT_BYTES>();
     unsigned store_seq = 0;  // chunks stored by this warpgroup
 
+    // Stage 0's WGMMA descriptors and this thread's A-scale address; stage s is a
+    // constant offset from them (the descriptor's start address counts 16 bytes),
+    // which keeps the address work between two K blocks' WGMMAs short.
+    const uint32_t smem_u32 = keep_in_register(smem_addr(smem));
+    const uint32_t desc_a0 =
+        keep_in_register(k_major_sw128_desc_lo(smem_u32 + (smem_a - smem) + warp_group * 64 * BLOCK_K));
+    const uint32_t desc_b0 = keep_in_register(k_major_sw128_desc_lo(smem_u32 + (smem_b - smem)));
+    const uint32_t sfa0 =
+        keep_in_register(smem_u32 + (reinterpret_cast<uint8_t*>(smem_sfa) - smem) + (warp_group * 64 + row0) * 4);
+    const uint32_t sfb_row0 = smem_u32 + (reinterpret_cast<uint8_t*>(smem_sfb) - smem);
+    const uint32_t full0 = smem_u32 + (reinterpret_cast<uint8_t*>(full) - smem);
+    const uint32_t empty0 = smem_u32 + (reinterpret_cast<uint8_t*>(empty) - smem);
+    KBlock pos{0, 0};  // pipeline position (stage, phase), carried across tiles
+
     float final_acc[NUM_ACC];
-    unsigned it = 0;
     for (unsigned tile = first_tile; tile < sched.num_tiles; tile += tile_stride) {
       unsigned l, m_block, n_block;
       sched.get(tile, rank, l, m_block, n_block);
@@ -238,46 +286,53 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
       const unsigned nb1 = min(nb0 + 1, num_nb - 1);
       const unsigned nb2 = min(nb0 + 2, num_nb - 1);
       const unsigned split = (nb0 + 1) * 128 - n0;
-      const float* sfb = p.sfb + (p.b_batched ? l : 0) * num_nb * num_k_blocks;
+      // The B scales of K block kb are at sfb_tile[kb] (+ sfb_next for the next block row).
+      const float* sfb_tile = p.sfb + ((p.b_batched ? l : 0) * num_nb + nb0) * num_k_blocks;
+      const unsigned sfb_next1 = (nb1 - nb0) * num_k_blocks, sfb_next2 = (nb2 - nb0) * num_k_blocks;
+      // 1D2D: K block kb's B scales are loaded one block ahead, so the global load's
+      // latency hides under the previous block's WGMMAs.
+      float sb_next[3];
+      auto load_sfb = [&](unsigned kb) {
+        if constexpr (!SFB_PER_ROW) {
+          sb_next[0] = __ldg(sfb_tile + kb);
+          sb_next[1] = __ldg(sfb_tile + sfb_next1 + kb);
+          sb_next[2] = tile_may_cross_three_scale_blocks<BLOCK_N>() ? __ldg(sfb_tile + sfb_next2 + kb) : sb_next[1];
+        }
+      };
+      load_sfb(0);
 
 #pragma unroll
       for (unsigned i = 0; i < NUM_ACC; ++i) final_acc[i] = 0.0f;
 
-      // Waits for K block kb's stage and issues its 4 WGMMAs into `acc`; returns
-      // the block's scales (read now: in 1D2D the stage is released before promotion).
-      auto issue = [&](unsigned kb, float(&acc)[NUM_ACC]) {
-        KBlock blk;
-        blk.stage = (it + kb) % NUM_STAGES;
-        if constexpr (!SFB_PER_ROW) {
-          blk.sb0 = __ldg(sfb + nb0 * num_k_blocks + kb);
-          blk.sb1 = __ldg(sfb + nb1 * num_k_blocks + kb);
-          blk.sb2 = tile_may_cross_three_scale_blocks<BLOCK_N>() ? __ldg(sfb + nb2 * num_k_blocks + kb) : blk.sb1;
-        }
-        Barrier::wait(&full[blk.stage], ((it + kb) / NUM_STAGES) & 1);
-        blk.sa0 = smem_sfa[blk.stage * BLOCK_M + warp_group * 64 + row0];
-        blk.sa1 = smem_sfa[blk.stage * BLOCK_M + warp_group * 64 + row0 + 8];
-        issue_wgmma_batch<Wgmma>(
-            smem_desc_k_major_sw128(smem_a + blk.stage * Layout::SMEM_A + warp_group * 64 * BLOCK_K),
-            smem_desc_k_major_sw128(smem_b + blk.stage * Layout::SMEM_B), acc);
-        return blk;
-      };
       // One accumulator set: a second one, to run K block kb+1's WGMMAs while kb is
       // promoted, makes ptxas serialize every WGMMA (C7514: the promotion reads
       // accumulators while another batch is in flight), which costs far more.
       float acc[NUM_ACC];
+      // 1D1D reads per-column scales and has no split: one instance of the loop.
+      const unsigned static_split = SFB_PER_ROW ? BLOCK_N : split;
+      with_static_split<BLOCK_N>(static_split, [&](auto split_c) {
+      constexpr unsigned SPLIT = decltype(split_c)::value;
       for (unsigned kb = 0; kb < num_k_blocks; ++kb) {
-        const KBlock blk = issue(kb, acc);
+        KBlock blk = pos;
+        blk.sb0 = sb_next[0], blk.sb1 = sb_next[1], blk.sb2 = sb_next[2];
+        load_sfb(min(kb + 1, num_k_blocks - 1));
+        wait_barrier(full0 + blk.stage * 8, blk.phase);
+        blk.sa0 = ld_shared_f32(sfa0 + blk.stage * BLOCK_M * 4);
+        blk.sa1 = ld_shared_f32(sfa0 + blk.stage * BLOCK_M * 4 + 8 * 4);
+        issue_wgmma_batch<Wgmma>(desc_a0 + blk.stage * (Layout::SMEM_A / 16),
+                                 desc_b0 + blk.stage * (Layout::SMEM_B / 16), acc);
+        if (++pos.stage == NUM_STAGES) pos.stage = 0, pos.phase ^= 1;
         cute::warpgroup_wait<0>();
         fence_accumulators(acc);
         if constexpr (SFB_PER_ROW) {  // the column scales are read from the stage: promote first
-          promote_per_column<BLOCK_N>(final_acc, acc, blk, smem_sfb + blk.stage * (Layout::SMEM_SFB / 4), lane);
-          release_stage<CLUSTER_M>(empty, blk.stage, lane);
+          promote_per_column<BLOCK_N>(final_acc, acc, blk, sfb_row0 + blk.stage * Layout::SMEM_SFB, lane);
+          release_stage<CLUSTER_M>(empty0 + blk.stage * 8, lane);
         } else {
-          release_stage<CLUSTER_M>(empty, blk.stage, lane);
-          promote<BLOCK_N>(final_acc, acc, blk, split);
+          release_stage<CLUSTER_M>(empty0 + blk.stage * 8, lane);
+          promote<BLOCK_N, SPLIT>(final_acc, acc, blk);
         }
       }
-      it += num_k_blocks;
+      });
 
       const EpilogueCoords at{p.m, p.n, l, m_block * BLOCK_M + warp_group * 64, n0};
       store_tile<EPILOGUE_RING, BLOCK_N, STORE_N, OUT_BYTES, C_BYTES>(final_acc, smem_d_wg, &p.tma_d, p.c, at, 1 + warp_group,
