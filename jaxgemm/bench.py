@@ -320,29 +320,37 @@ def bench_bf16(m, n, k, key, config=None, jaxgemm_ops=True) -> dict:
 
 # ----------------------------------------------------------------------------- sweep
 
-def time_jaxgemm(m, n, k, key, config=None) -> float:
-    """TFLOPS of fp8_gemm_nt alone (for config sweeps)."""
+def _sweep_operands(m, n, k, key):
     sets = _num_sets(_fp8_bytes(m, n, k))
-    a, b = map(list, zip(*(_gen_fp8(s, m, n, k, False) for s in _set_keys(key, 1, sets))))
+    return list(map(list, zip(*(_gen_fp8(s, m, n, k, False) for s in _set_keys(key, 1, sets)))))
+
+
+def time_jaxgemm(m, n, k, key, config=None, operands=None) -> float:
+    """TFLOPS of fp8_gemm_nt alone (for config sweeps)."""
+    a, b = operands if operands is not None else _sweep_operands(m, n, k, key)
     f = jax.jit(lambda a, b: [jaxgemm.fp8_gemm_nt(ai, bi, config=config) for ai, bi in zip(a, b)])
-    return 2.0 * m * n * k * sets / _time_fn(f, (a, b))[0] / 1e12
+    return 2.0 * m * n * k * len(a) / _time_fn(f, (a, b))[0] / 1e12
 
 
-SWEEP_CONFIGS = [
-    {"block_m": 128, "block_n": bn, "cluster_m": c} for bn in (128, 144, 160, 176, 192) for c in (1, 2)
-]
+def sweep_configs(m):
+    """The FP8 configs `--sweep` times at this M."""
+    if m <= 256:
+        return [{"block_m": bm, "block_n": bn} for bm in (64, 128) for bn in (32, 64, 96, 128)]
+    return [{"block_m": 128, "block_n": bn} for bn in (112, 128, 144, 160, 192)]
 
 
 def sweep(ms, shapes, key):
-    """Every SWEEP_CONFIGS entry on every shape: what the heuristic should pick."""
+    """Every `sweep_configs(m)` entry on every shape: what the heuristic should pick."""
     for m in ms:
         for n, k in shapes:
+            ops = _sweep_operands(m, n, k, key)
             heur = jaxgemm.fp8_gemm_config(m, n, k, num_sms=_num_sms())
             line = [(f"M={m} N={n} K={k} heuristic {heur['block_m']}x{heur['block_n']}c{heur['cluster_m']}:"
-                     f" {time_jaxgemm(m, n, k, key):.0f} |")]
-            for cfg in SWEEP_CONFIGS:
-                line.append(f"{cfg['block_n']}c{cfg['cluster_m']} {time_jaxgemm(m, n, k, key, cfg):.0f}")
+                     f" {time_jaxgemm(m, n, k, key, operands=ops):.0f} |")]
+            for cfg in sweep_configs(m):
+                line.append(f"{cfg['block_m']}x{cfg['block_n']} {time_jaxgemm(m, n, k, key, cfg, ops):.0f}")
             print(" ".join(line), flush=True)
+            del ops
 
 
 # ----------------------------------------------------------------------------- JIT cost

@@ -72,6 +72,18 @@ def test_fp8_gemm_nt_pinned_configs(config):
     _check_against_float64(out, a, b)
 
 
+@pytest.mark.parametrize("k", [128, 384, 1600])
+@pytest.mark.parametrize("config", [{"block_m": 64, "block_n": 32}, {"block_m": 128, "block_n": 96}])
+def test_fp8_gemm_nt_odd_number_of_k_blocks(config, k):
+    """1, 3 and 13 K blocks: the tails of the loop that runs two accumulator sets
+    (block_n <= 128), where the last block has no partner."""
+    m, n = 200, 360
+    a, b = _operands(m, n, k, seed=k)
+    _poison((m, n))
+    out = jax.jit(lambda a, b: jaxgemm.fp8_gemm_nt(a, b, config=config))(a, b)
+    _check_against_float64(out, a, b)
+
+
 def test_fp8_gemm_nt_k_not_multiple_of_128():
     a, b = _operands(200, 256, 208, seed=3)
     _check_against_float64(jax.jit(jaxgemm.fp8_gemm_nt)(a, b), a, b)

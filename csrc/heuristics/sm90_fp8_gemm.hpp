@@ -53,16 +53,22 @@ inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_
       const int64_t tiles = batches * ceil_div(m, bm) * ceil_div(n, bn);
       const int64_t waves = (tiles + num_sms - 1) / num_sms;
       // Cycles per 128-deep K block of one tile on one SM. A warpgroup's 4 WGMMAs
-      // (64 x BN x 128 MACs at 4096 FP8 MACs/clk) take 2*BN clks; after them it waits,
-      // releases the stage and promotes (~160 + BN clks), while the other math
-      // warpgroup (if any) keeps the tensor cores busy. TMA brings (BM + BN) * 128
-      // bytes from L2 at ~26 B/clk per SM when all SMs stream (what 128x176 tiles
-      // at K=16384 achieved).
+      // (64 x BN x 128 MACs at 4096 FP8 MACs/clk) take 2*BN clks. With one
+      // accumulator set it then waits, releases the stage and promotes (~160 + 2*BN
+      // clks of issue) while the other math warpgroup (if any) keeps the tensor
+      // cores busy. With two sets (BN <= 128; 96 for 1D1D, see the kernel) the next
+      // block's WGMMAs run during the promotion, which leaves ~64 clks exposed.
+      // TMA brings (BM + BN) * 128 bytes from L2 at ~48 B/clk per SM when all SMs
+      // stream. (The constants are fitted to H100 sweeps of 5 configs at M = 4096
+      // and 8 at M = 128 over the DeepSeek-V3 shapes: the picks at M = 4096 are
+      // within 3% of the best swept; at M = 128 the model misses by up to 25%, where
+      // the A tiles every n-block re-reads from L2 are what binds.)
+      const bool two_acc = bn <= (kind.sfb_per_row ? 96 : 128);
       const double wgmma = 2.0 * bn;
-      const double overhead = 160.0 + bn;
-      const double load = (bm + bn) * 128.0 / 26.0;
-      const double per_k_block = bm == 128 ? std::max({2 * wgmma, wgmma + overhead, load})
-                                           : std::max(wgmma + overhead, load);
+      const double load = (bm + bn) * 128.0 / 48.0;
+      const double math = two_acc ? (bm / 64) * wgmma + 64
+                                  : std::max((bm / 64) * wgmma, wgmma + 160.0 + 2 * bn);
+      const double per_k_block = std::max(math, load);
       const double per_tile = num_k_blocks * per_k_block + bm * bn * double(kind.out_bytes) / 64 + 500;
       // Every SM that has a tile (shrinking the grid to the fewest SMs with the same
       // number of waves measured 2-5% slower on an H200).

@@ -42,23 +42,30 @@ __device__ __forceinline__ void release_stage(uint64_t* empty, unsigned stage, u
 }
 
 // The same release, by the barrier's shared-window address (the math loops keep
-// their barrier addresses in registers; see keep_in_register).
+// their barrier addresses in registers; see keep_in_register). Lane 0 arrives
+// through a predicate inside the asm, not a branch: ptxas serializes WGMMAs that are
+// in flight across a divergent branch (C7518), and the FP8 kernel releases one
+// block's stage while the next block's WGMMAs run.
 template <unsigned CLUSTER_M>
 __device__ __forceinline__ void release_stage(uint32_t empty_addr, unsigned lane) {
   __syncwarp();
-  if (lane == 0) {
-    if constexpr (CLUSTER_M == 1) {
-      asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(empty_addr) : "memory");
-    } else {
+  if constexpr (CLUSTER_M == 1) {
+    asm volatile(
+        "{\n\t.reg .pred first;\n\t"
+        "setp.eq.u32 first, %1, 0;\n\t"
+        "@first mbarrier.arrive.shared::cta.b64 _, [%0];\n\t}" ::"r"(empty_addr),
+        "r"(lane)
+        : "memory");
+  } else {
 #pragma unroll
-      for (unsigned r = 0; r < CLUSTER_M; ++r)
-        asm volatile(
-            "{\n\t.reg .b32 remote;\n\t"
-            "mapa.shared::cluster.u32 remote, %0, %1;\n\t"
-            "mbarrier.arrive.shared::cluster.b64 _, [remote];\n\t}" ::"r"(empty_addr),
-            "r"(r)
-            : "memory");
-    }
+    for (unsigned r = 0; r < CLUSTER_M; ++r)
+      asm volatile(
+          "{\n\t.reg .pred first;\n\t.reg .b32 remote;\n\t"
+          "setp.eq.u32 first, %2, 0;\n\t"
+          "mapa.shared::cluster.u32 remote, %0, %1;\n\t"
+          "@first mbarrier.arrive.shared::cluster.b64 _, [remote];\n\t}" ::"r"(empty_addr),
+          "r"(r), "r"(lane)
+          : "memory");
   }
 }
 

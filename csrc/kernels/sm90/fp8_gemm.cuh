@@ -105,6 +105,11 @@ __device__ __forceinline__ void promote_at_split(float (&final_acc)[NUM_ACC], co
   }
 }
 
+// 1D1D also holds per-column B scales while promoting: at 128 columns it spills.
+constexpr bool kTwoAccumulatorSets(unsigned block_n, bool sfb_per_row) {
+  return block_n <= (sfb_per_row ? 96u : 128u);
+}
+
 template <unsigned V>
 struct Constant {
   static constexpr unsigned value = V;
@@ -178,6 +183,9 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   constexpr unsigned NUM_MATH_THREADS = NUM_MATH_WG * 128;
   constexpr unsigned NUM_ACC = BLOCK_N / 2;  // f32 accumulators per thread for m64nN
   static_assert(BLOCK_M == 64 || BLOCK_M == 128, "one or two math warpgroups of 64 rows");
+  // Two accumulator sets where the registers allow: promoted, in flight and final
+  // take 3 x NUM_ACC of the 224 each math warpgroup gets (checked: no spills).
+  constexpr bool TWO_ACC = kTwoAccumulatorSets(BLOCK_N, SFB_PER_ROW);
   static_assert(BLOCK_N % 16 == 0 && BLOCK_N <= 256, "BLOCK_N must be a multiple of 16");
   static_assert(CLUSTER_M == 1 || CLUSTER_M == 2, "B is multicast to at most 2 CTAs");
   constexpr unsigned B_ROWS_PER_CTA = BLOCK_N / CLUSTER_M;  // rows of B this CTA loads
@@ -304,15 +312,9 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
 #pragma unroll
       for (unsigned i = 0; i < NUM_ACC; ++i) final_acc[i] = 0.0f;
 
-      // One accumulator set: a second one, to run K block kb+1's WGMMAs while kb is
-      // promoted, makes ptxas serialize every WGMMA (C7514: the promotion reads
-      // accumulators while another batch is in flight), which costs far more.
-      float acc[NUM_ACC];
-      // 1D1D reads per-column scales and has no split: one instance of the loop.
-      const unsigned static_split = SFB_PER_ROW ? BLOCK_N : split;
-      with_static_split<BLOCK_N>(static_split, [&](auto split_c) {
-      constexpr unsigned SPLIT = decltype(split_c)::value;
-      for (unsigned kb = 0; kb < num_k_blocks; ++kb) {
+      // Waits for K block kb's stage and issues its 4 WGMMAs into `acc`; returns the
+      // block's position and scales.
+      auto issue = [&](unsigned kb, float(&acc)[NUM_ACC]) {
         KBlock blk = pos;
         blk.sb0 = sb_next[0], blk.sb1 = sb_next[1], blk.sb2 = sb_next[2];
         load_sfb(min(kb + 1, num_k_blocks - 1));
@@ -322,16 +324,55 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
         issue_wgmma_batch<Wgmma>(desc_a0 + blk.stage * (Layout::SMEM_A / 16),
                                  desc_b0 + blk.stage * (Layout::SMEM_B / 16), acc);
         if (++pos.stage == NUM_STAGES) pos.stage = 0, pos.phase ^= 1;
-        cute::warpgroup_wait<0>();
-        fence_accumulators(acc);
-        if constexpr (SFB_PER_ROW) {  // the column scales are read from the stage: promote first
-          promote_per_column<BLOCK_N>(final_acc, acc, blk, sfb_row0 + blk.stage * Layout::SMEM_SFB, lane);
-          release_stage<CLUSTER_M>(empty0 + blk.stage * 8, lane);
+        return blk;
+      };
+      // 1D1D reads per-column scales and has no split: one instance of the loop.
+      const unsigned static_split = SFB_PER_ROW ? BLOCK_N : split;
+      with_static_split<BLOCK_N>(static_split, [&](auto split_c) {
+        constexpr unsigned SPLIT = decltype(split_c)::value;
+        // After the block's WGMMAs completed: release its stage, promote its accumulators.
+        auto finish = [&](const KBlock& blk, float(&acc)[NUM_ACC]) {
+          fence_accumulators(acc);
+          if constexpr (SFB_PER_ROW) {  // the column scales are read from the stage: promote first
+            promote_per_column<BLOCK_N>(final_acc, acc, blk, sfb_row0 + blk.stage * Layout::SMEM_SFB, lane);
+            release_stage<CLUSTER_M>(empty0 + blk.stage * 8, lane);
+          } else {
+            release_stage<CLUSTER_M>(empty0 + blk.stage * 8, lane);
+            promote<BLOCK_N, SPLIT>(final_acc, acc, blk);
+          }
+        };
+        if constexpr (TWO_ACC) {
+          // Two accumulator sets: K block kb+1's WGMMAs run while kb is promoted.
+          // Unrolled by two so that each set stays in its own registers.
+          float acc0[NUM_ACC], acc1[NUM_ACC];
+          KBlock blk0 = issue(0, acc0), blk1;
+          unsigned kb = 1;
+          for (; kb + 1 < num_k_blocks; kb += 2) {
+            blk1 = issue(kb, acc1);
+            cute::warpgroup_wait<1>();
+            finish(blk0, acc0);
+            blk0 = issue(kb + 1, acc0);
+            cute::warpgroup_wait<1>();
+            finish(blk1, acc1);
+          }
+          if (kb < num_k_blocks) {  // an even number of blocks: the last goes to acc1
+            blk1 = issue(kb, acc1);
+            cute::warpgroup_wait<1>();
+            finish(blk0, acc0);
+            cute::warpgroup_wait<0>();
+            finish(blk1, acc1);
+          } else {
+            cute::warpgroup_wait<0>();
+            finish(blk0, acc0);
+          }
         } else {
-          release_stage<CLUSTER_M>(empty0 + blk.stage * 8, lane);
-          promote<BLOCK_N, SPLIT>(final_acc, acc, blk);
+          float acc[NUM_ACC];
+          for (unsigned kb = 0; kb < num_k_blocks; ++kb) {
+            const KBlock blk = issue(kb, acc);
+            cute::warpgroup_wait<0>();
+            finish(blk, acc);
+          }
         }
-      }
       });
 
       const EpilogueCoords at{p.m, p.n, l, m_block * BLOCK_M + warp_group * 64, n0};
