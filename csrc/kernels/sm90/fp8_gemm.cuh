@@ -21,6 +21,10 @@
 //     release the stage, then promote: final += accum * scale_a[row] * scale_b[col]
 //     (1D1D reads its per-column scales from the stage, so it promotes first).
 //     This FP32 promotion every 128 of K is what keeps FP8 accumulation accurate.
+//     At BLOCK_N <= 128 two accumulator sets alternate, so the next K block's
+//     WGMMAs run during the promotion. The loop's instruction latency, not the
+//     tensor cores, bounds this kernel (ncu stall samples): its shared addresses
+//     stay in registers and each tile's scale-block split is a template case.
 //     Epilogue (common/sm90_epilogue.cuh): + C, then BF16 or FP32 into swizzled
 //     shared memory and TMA stores, which overlap the next tile's main loop.
 //   - the last warpgroup (producer): one thread issues the TMA loads of A, B, the
