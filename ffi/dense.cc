@@ -12,6 +12,7 @@
 #include <exception>
 #include <optional>
 #include <string>
+#include <type_traits>
 
 #include "../csrc/heuristics/sm90_bf16_gemm.hpp"
 #include "../csrc/heuristics/sm90_fp8_gemm.hpp"
@@ -24,7 +25,7 @@ namespace jaxgemm::ffi_handlers {
 
 // Every config key, as the lowering passes them (np.int32 attributes).
 struct GemmAttrs {
-  int32_t block_m, block_n, num_stages, store_n, group_n, num_sms, cluster_m;
+  int32_t block_m, block_n, num_stages, store_n, group_n, num_sms, cluster_m, cluster_n;
   int32_t sfb_per_row, a_mn_major, b_mn_major, out_bytes, c_bytes;
 };
 
@@ -35,6 +36,7 @@ XLA_FFI_REGISTER_STRUCT_ATTR_DECODING(
     ::xla::ffi::StructMember<int32_t>("block_n"), ::xla::ffi::StructMember<int32_t>("num_stages"),
     ::xla::ffi::StructMember<int32_t>("store_n"), ::xla::ffi::StructMember<int32_t>("group_n"),
     ::xla::ffi::StructMember<int32_t>("num_sms"), ::xla::ffi::StructMember<int32_t>("cluster_m"),
+    ::xla::ffi::StructMember<int32_t>("cluster_n"),
     ::xla::ffi::StructMember<int32_t>("sfb_per_row"), ::xla::ffi::StructMember<int32_t>("a_mn_major"),
     ::xla::ffi::StructMember<int32_t>("b_mn_major"), ::xla::ffi::StructMember<int32_t>("out_bytes"),
     ::xla::ffi::StructMember<int32_t>("c_bytes"));
@@ -64,6 +66,7 @@ GemmConfig config_from_attrs(const GemmAttrs& a) {
   c.group_n = a.group_n;
   c.num_sms = a.num_sms;
   c.cluster_m = a.cluster_m;
+  c.cluster_n = a.cluster_n;
   return c;
 }
 
@@ -71,8 +74,10 @@ GemmConfig config_from_attrs(const GemmAttrs& a) {
 template <class Launcher>
 ffi::ErrorOr<std::unique_ptr<GemmState>> instantiate(GemmConfig config, const char* op) {
   try {
-    if (config.cluster_m < 1 || config.num_sms % config.cluster_m != 0 ||
-        config.block_n % (8 * config.cluster_m) != 0)
+    if (config.cluster_m < 1 || config.cluster_n < 1 || config.cluster_size() > 2 ||
+        config.num_sms % config.cluster_size() != 0 || config.block_n % (8 * config.cluster_m) != 0 ||
+        config.block_m % (8 * config.cluster_n) != 0 ||
+        (config.cluster_n > 1 && std::is_same_v<Launcher, Sm90Bf16Gemm>))
       return ffi::Unexpected(ffi::Error::InvalidArgument(std::string(op) + ": inconsistent cluster config"));
     auto state = std::make_unique<GemmState>();
     state->config = config;
@@ -117,7 +122,7 @@ template <class Params>
 ffi::Error launch(GemmState* state, CUstream stream, const Params& params, const char* op) {
   const GemmConfig& c = state->config;
   jit::LaunchShape shape{static_cast<unsigned>(c.num_sms), static_cast<unsigned>(c.num_threads()),
-                         static_cast<unsigned>(c.cluster_m)};
+                         static_cast<unsigned>(c.cluster_size())};
   if (CUresult r = jit::launch(*state->kernel, shape, stream, params); r != CUDA_SUCCESS)
     return ffi::Error::Internal(std::string(op) + ": launch failed: " + std::to_string(int(r)));
   return ffi::Error::Success();

@@ -32,6 +32,7 @@ nb::dict config_to_dict(const heuristics::GemmConfig& c) {
   d["group_n"] = c.group_n;
   d["num_sms"] = c.num_sms;
   d["cluster_m"] = c.cluster_m;
+  d["cluster_n"] = c.cluster_n;
   d["smem_bytes"] = c.smem_bytes;
   d["sfb_per_row"] = int(c.kind.sfb_per_row);
   d["a_mn_major"] = int(c.kind.a_mn_major);
@@ -60,6 +61,7 @@ heuristics::GemmConfig config_from_dict(const nb::dict& d, bool bf16) {
   c.group_n = nb::cast<int>(d["group_n"]);
   c.num_sms = nb::cast<int>(d["num_sms"]);
   c.cluster_m = get_int(d, "cluster_m", 1);
+  c.cluster_n = get_int(d, "cluster_n", 1);
   c.smem_bytes = bf16 ? heuristics::bf16_gemm_smem_bytes(c.block_m, c.block_n, c.num_stages, c.kind)
                       : heuristics::fp8_gemm_smem_bytes(c.block_m, c.block_n, c.num_stages, c.kind);
   return c;

@@ -196,7 +196,8 @@ def _config(config_fn, m, n, k, **kw) -> dict:
 def _cfg_str(c) -> str:
     if "error" in c:
         return "?"
-    return f"{c['block_m']}x{c['block_n']}x{c['num_stages']}" + ("c2" if c.get("cluster_m", 1) > 1 else "")
+    return (f"{c['block_m']}x{c['block_n']}x{c['num_stages']}" + ("c2" if c.get("cluster_m", 1) > 1 else "")
+            + ("a2" if c.get("cluster_n", 1) > 1 else ""))
 
 
 # ----------------------------------------------------------------------------- sections
@@ -333,22 +334,30 @@ def time_jaxgemm(m, n, k, key, config=None, operands=None) -> float:
 
 
 def sweep_configs(m):
-    """The FP8 configs `--sweep` times at this M."""
+    """The FP8 configs `--sweep` times at this M, each without and with A multicast."""
     if m <= 256:
-        return [{"block_m": bm, "block_n": bn} for bm in (64, 128) for bn in (32, 64, 96, 128)]
-    return [{"block_m": 128, "block_n": bn} for bn in (112, 128, 144, 160, 192)]
+        tiles = [(64, 32), (64, 64), (128, 32), (128, 64), (128, 96)]
+    else:
+        tiles = [(128, 128), (128, 160), (128, 192)]
+    return [{"block_m": bm, "block_n": bn, "cluster_n": cn} for bm, bn in tiles for cn in (1, 2)]
+
+
+def _config_label(c):
+    return (f"{c['block_m']}x{c['block_n']}" + ("c2" if c.get("cluster_m", 1) > 1 else "")
+            + ("a2" if c.get("cluster_n", 1) > 1 else ""))
 
 
 def sweep(ms, shapes, key):
-    """Every `sweep_configs(m)` entry on every shape: what the heuristic should pick."""
+    """Every `sweep_configs(m)` entry on every shape: what the heuristic should pick.
+    Labels: BMxBN, then c2 for B multicast (cluster_m=2), a2 for A multicast (cluster_n=2)."""
     for m in ms:
         for n, k in shapes:
             ops = _sweep_operands(m, n, k, key)
             heur = jaxgemm.fp8_gemm_config(m, n, k, num_sms=_num_sms())
-            line = [(f"M={m} N={n} K={k} heuristic {heur['block_m']}x{heur['block_n']}c{heur['cluster_m']}:"
+            line = [(f"M={m} N={n} K={k} heuristic {_config_label(heur)}:"
                      f" {time_jaxgemm(m, n, k, key, operands=ops):.0f} |")]
             for cfg in sweep_configs(m):
-                line.append(f"{cfg['block_m']}x{cfg['block_n']} {time_jaxgemm(m, n, k, key, cfg, ops):.0f}")
+                line.append(f"{_config_label(cfg)} {time_jaxgemm(m, n, k, key, cfg, ops):.0f}")
             print(" ".join(line), flush=True)
             del ops
 

@@ -139,6 +139,21 @@ def test_fp8_gemm_1d1d_fp32_accumulate(m, n, k):
     _check(out, ref, jnp.float32, 1e-3, rel=1e-2)
 
 
+@pytest.mark.parametrize("config", [{"block_m": 128, "block_n": 96, "cluster_n": 2},
+                                    {"block_m": 64, "block_n": 64, "cluster_n": 2, "num_sms": 4},
+                                    {"block_m": 128, "block_n": 128, "cluster_m": 2}])
+def test_fp8_gemm_1d1d_multicast(config):
+    """The weight-gradient recipe with A (cluster_n) or B (cluster_m) multicast: the
+    per-column B scales are loaded by each CTA of the pair; odd block counts leave dummies."""
+    m, n, k = 333, 1160, 1536
+    a, b = _fp8_operands(m, n, k, "nt", seed=5, per_row_b=True)
+    c = _c(m, n, jnp.bfloat16, seed=m)
+    ref = _reference(reference.fp8_gemm, *a, *b, "nt", c, jnp.float64)
+    _poison((m, n), jnp.float32)
+    out = jax.jit(lambda a, b, c: jaxgemm.fp8_gemm_nt(a, b, c, out_dtype=jnp.float32, config=config))(a, b, c)
+    _check(out, ref, jnp.float32, 1e-3, rel=1e-2)
+
+
 def test_fp8_c_is_donated_in_place():
     m, n, k = 512, 1024, 1024
     a, b = _fp8_operands(m, n, k, "nt", seed=5)

@@ -343,13 +343,15 @@ class TestValidation:
         with pytest.raises(ValueError, match=rf"config block_n must be a multiple of 16 in \[16, 256\], got {block_n}"):
             _trace(a, b, config={"block_n": block_n})
 
-    @pytest.mark.parametrize("cluster_m", [0, 3, 4, -1])
-    def test_config_cluster_m(self, ab, cluster_m):
+    @pytest.mark.parametrize("key", ["cluster_m", "cluster_n"])
+    @pytest.mark.parametrize("cluster", [0, 3, 4, -1])
+    def test_config_cluster(self, ab, key, cluster):
         a, b = ab
-        with pytest.raises(ValueError, match=rf"config cluster_m must be 1 or 2, got {cluster_m}"):
-            _trace(a, b, config={"cluster_m": cluster_m})
+        with pytest.raises(ValueError, match=rf"config {key} must be 1 or 2, got {cluster}"):
+            _trace(a, b, config={key: cluster})
 
     @pytest.mark.parametrize("config", [{}, {"block_m": 64}, {"block_m": 128, "block_n": 96}, {"cluster_m": 2},
+                                        {"cluster_n": 2}, {"block_m": 64, "cluster_n": 2},
                                         {"block_n": 16, "num_stages": 4, "store_n": 16, "group_n": 4,
                                          "num_sms": 7}])
     def test_config_valid(self, ab, config):
@@ -442,6 +444,8 @@ class TestFp8GemmConfig:
         ({"block_n": 96, "store_n": 64}, r"store_n=64 must divide block_n"),
         ({"block_n": 112, "store_n": 32}, r"store_n=32 must divide block_n"),
         ({"cluster_m": 2, "num_sms": 7}, r"cluster_m=2"),
+        ({"cluster_n": 2, "num_sms": 7}, r"cluster_n=2, num_sms must be a multiple of 2"),
+        ({"cluster_m": 2, "cluster_n": 2}, r"along M .* or along N .*, not both"),
     ])
     def test_rejects_impossible_configs(self, config, match):
         with pytest.raises(ValueError, match=match):

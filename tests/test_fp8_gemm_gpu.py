@@ -63,6 +63,9 @@ def test_fp8_gemm_nt_matches_float64(m, n, k):
     {"block_m": 128, "block_n": 176, "cluster_m": 2},  # B multicast; 3 m-blocks: one dummy;
                                                        # tiles crossing three 128-blocks of B
     {"block_m": 64, "block_n": 96, "cluster_m": 2, "num_sms": 6},
+    {"block_m": 128, "block_n": 96, "cluster_n": 2},  # A multicast; 13 n-blocks: one dummy;
+                                                      # the promotion picks its scale split
+    {"block_m": 64, "block_n": 160, "cluster_n": 2, "num_sms": 6},  # a loop copy per split
 ])
 def test_fp8_gemm_nt_pinned_configs(config):
     m, n, k = 333, 1160, 1536  # partial tiles in M and N, K with a partial 128-block

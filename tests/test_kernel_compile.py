@@ -244,7 +244,7 @@ def _instances(configs):
     out = {}
     for kind, cfg, shapes in chosen:
         key = (f"{kind}-m{cfg['block_m']}n{cfg['block_n']}s{cfg['num_stages']}"
-               f"w{cfg['store_n']}g{cfg['group_n']}c{cfg['cluster_m']}")
+               f"w{cfg['store_n']}g{cfg['group_n']}c{cfg['cluster_m']}a{cfg['cluster_n']}")
         assert key not in out, f"two instances named {key}"
         out[key] = (kind, cfg, shapes)
     return out
@@ -278,11 +278,12 @@ def test_bench_configs_are_valid(kind):
             if spec["b_mn_major"]:  # an MN-major B is read (and multicast) in 64-wide swizzles
                 assert cfg["block_n"] % (64 * cfg["cluster_m"]) == 0, where
         assert cfg["smem_bytes"] == smem <= SMEM_CAPACITY, where
-        cluster = cfg["cluster_m"]
-        assert cluster in (1, 2) and cfg["num_sms"] % cluster == 0, where
-        assert cfg["block_n"] % (8 * cluster) == 0, where
-        tiles = -(-m // (cfg["block_m"] * cluster)) * cluster * -(-n // cfg["block_n"])
-        assert 1 <= cfg["num_sms"] <= min(NUM_SMS, tiles), where
+        cm, cn = cfg["cluster_m"], cfg["cluster_n"]
+        assert cm in (1, 2) and cn in (1, 2) and cm * cn <= 2, where
+        assert spec["op"] == "fp8" or cn == 1, where  # A multicast: FP8 only
+        assert cfg["num_sms"] % (cm * cn) == 0 and cfg["block_n"] % (8 * cm) == 0, where
+        ctas = -(-m // (cfg["block_m"] * cm)) * cm * -(-(-(-n // cfg["block_n"])) // cn) * cn
+        assert 1 <= cfg["num_sms"] <= min(NUM_SMS, ctas), where
         # The config carries the kind it was chosen for (the FFI handler reads it).
         for key in ("sfb_per_row", "a_mn_major", "b_mn_major"):
             assert cfg[key] == int(spec.get(key, False)), (where, key)
@@ -351,7 +352,7 @@ def test_bench_kernel_compiles(compiled_bench_kernels, key):
     head = f"{bm}, {bn}, {cfg['num_stages']}, {cfg['store_n']}, {cfg['group_n']}"
     if spec["op"] == "fp8":
         assert "#include <sm90/fp8_gemm.cuh>" in src
-        assert (f"jaxgemm::sm90::fp8_gemm<Wgmma, {head}, {cfg['cluster_m']}, "
+        assert (f"jaxgemm::sm90::fp8_gemm<Wgmma, {head}, {cfg['cluster_m']}, {cfg['cluster_n']}, "
                 f"{_bool(spec['sfb_per_row'])}, {spec['out_bytes']}, {spec['c_bytes']}, ") in src, src
         assert f"MMA_64x{bn}x32_F32E4M3E4M3_SS_TN" in src, src
     else:

@@ -25,15 +25,17 @@ struct GemmConfig {
   int store_n = 64;    // columns of one TMA store of the output (at most 128 bytes)
   int group_n = 8;     // rasterization band width in n-blocks
   int num_sms = 132;   // the persistent grid size (a multiple of cluster_m)
-  int cluster_m = 1;   // 2: CTA pairs on adjacent m-blocks share B by TMA multicast (FP8)
+  int cluster_m = 1;   // 2: CTA pairs on adjacent m-blocks share B by TMA multicast
+  int cluster_n = 1;   // 2: CTA pairs on adjacent n-blocks share A by TMA multicast (FP8)
   int smem_bytes = 0;
 
   int num_threads() const { return (block_m / 64) * 128 + 128; }
+  int cluster_size() const { return cluster_m * cluster_n; }
 
   std::string str() const {
     std::ostringstream s;
     s << "block_m=" << block_m << " block_n=" << block_n << " stages=" << num_stages << " store_n=" << store_n
-      << " group_n=" << group_n << " sms=" << num_sms << " cluster_m=" << cluster_m << " smem=" << smem_bytes
+      << " group_n=" << group_n << " sms=" << num_sms << " cluster_m=" << cluster_m << " cluster_n=" << cluster_n << " smem=" << smem_bytes
       << " sfb_per_row=" << kind.sfb_per_row << " a_mn_major=" << kind.a_mn_major
       << " b_mn_major=" << kind.b_mn_major << " out_bytes=" << kind.out_bytes << " c_bytes=" << kind.c_bytes;
     return s.str();
@@ -85,6 +87,7 @@ inline GemmConfig candidate(const GemmKind& kind, int block_m, int block_n, int 
   c.store_n = store_width(block_n, kind.out_bytes);
   c.smem_bytes = smem_bytes;
   c.cluster_m = 1;
+  c.cluster_n = 1;
   c.num_sms = static_cast<int>(tiles < num_sms ? tiles : num_sms);
   return c;
 }

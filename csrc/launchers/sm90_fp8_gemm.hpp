@@ -30,7 +30,8 @@ struct Sm90Fp8Gemm {
     src += std::string(kSymbol) + "(const __grid_constant__ jaxgemm::Fp8GemmParams params) {\n";
     src += "  jaxgemm::sm90::fp8_gemm<Wgmma, " + std::to_string(c.block_m) + ", " + bn + ", " +
            std::to_string(c.num_stages) + ", " + std::to_string(c.store_n) + ", " + std::to_string(c.group_n) +
-           ", " + std::to_string(c.cluster_m) + ", " + bool_str(c.kind.sfb_per_row) + ", " +
+           ", " + std::to_string(c.cluster_m) + ", " + std::to_string(c.cluster_n) + ", " +
+           bool_str(c.kind.sfb_per_row) + ", " +
            std::to_string(c.kind.out_bytes) + ", " + std::to_string(c.kind.c_bytes) + ", " +
            bool_str(heuristics::fp8_gemm_epilogue_ring(c)) + ">(params);\n}\n";
     return src;
@@ -57,7 +58,7 @@ struct Sm90Fp8Gemm {
     const uint64_t lb = x.b_batched ? x.batches : 1;
     const uint64_t ob = c.kind.out_bytes;
     jit::TmaTensor a{CU_TENSOR_MAP_DATA_TYPE_UINT8, x.a, 3, {x.k, x.m, x.batches}, {x.k, uint64_t(x.m) * x.k},
-                     {128, uint32_t(c.block_m), 1}, CU_TENSOR_MAP_SWIZZLE_128B};
+                     {128, uint32_t(c.block_m / c.cluster_n), 1}, CU_TENSOR_MAP_SWIZZLE_128B};
     jit::TmaTensor b{CU_TENSOR_MAP_DATA_TYPE_UINT8, x.b, 3, {x.k, x.n, lb}, {x.k, uint64_t(x.n) * x.k},
                      {128, uint32_t(c.block_n / c.cluster_m), 1}, CU_TENSOR_MAP_SWIZZLE_128B};
     jit::TmaTensor sfa{CU_TENSOR_MAP_DATA_TYPE_FLOAT32, x.sfa_t, 3, {x.m, kb, x.batches},

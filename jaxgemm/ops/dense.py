@@ -174,7 +174,8 @@ def _fp8_doc(layout):
         before D is rounded once; when its dtype is `out_dtype` its buffer becomes D's.
       out_dtype: bfloat16 or float32.
       config: optional dict pinning the kernel config (`block_m`, `block_n`, `num_stages`,
-        `store_n`, `group_n`, `num_sms`, `cluster_m`); missing keys are chosen by the heuristic.
+        `store_n`, `group_n`, `num_sms`, `cluster_m`: 2 multicasts B to CTA pairs along M,
+        `cluster_n`: 2 multicasts A along N); missing keys are chosen by the heuristic.
 
     Returns `[M, N]` of `out_dtype`. Needs K % 16 == 0 and N % 8 == 0 (TMA alignment).
 {relayout}

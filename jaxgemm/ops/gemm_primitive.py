@@ -35,7 +35,7 @@ from jaxgemm.quantization import align, ceil_div
 __all__ = ["GemmSpec", "gemm_p", "gemm_config", "CONFIG_KEYS", "normalize_config"]
 
 SMEM_CAPACITY = 232448  # bytes of shared memory one SM90 block may use
-CONFIG_KEYS = ("block_m", "block_n", "num_stages", "store_n", "group_n", "num_sms", "cluster_m")
+CONFIG_KEYS = ("block_m", "block_n", "num_stages", "store_n", "group_n", "num_sms", "cluster_m", "cluster_n")
 _KIND_KEYS = ("sfb_per_row", "a_mn_major", "b_mn_major", "out_bytes", "c_bytes")
 _FFI_TARGETS = {"fp8": "jaxgemm_fp8_gemm", "bf16": "jaxgemm_bf16_gemm"}
 
@@ -122,6 +122,7 @@ _CONFIG_RULES = {
     "group_n": (lambda v: v >= 1, "positive"),
     "num_sms": (lambda v: v >= 1, "positive"),
     "cluster_m": (lambda v: v in (1, 2), "1 or 2"),
+    "cluster_n": (lambda v: v in (1, 2), "1 or 2"),
 }
 
 
@@ -164,8 +165,15 @@ def gemm_config(spec: GemmSpec, m: int, n: int, k: int, batches: int = 1, *,
     if spec.op == "bf16" and spec.b_mn_major and cfg["block_n"] % (64 * cfg.get("cluster_m", 1)):
         raise ValueError(f"{op_name}: config block_n={cfg['block_n']} must be a multiple of 64 "
                          "(128 with cluster_m=2) when B is MN-major")
-    if "cluster_m" not in overrides:
-        cfg["cluster_m"] = 1  # multicast only where asked for
+    for key in ("cluster_m", "cluster_n"):
+        if key not in overrides:
+            cfg[key] = 1  # with a pinned config, multicast only where asked for
+    if cfg["cluster_m"] * cfg["cluster_n"] > 2:
+        raise ValueError(f"{op_name}: config {overrides}: a cluster pairs CTAs along M (cluster_m=2, "
+                         "B multicast) or along N (cluster_n=2, A multicast), not both")
+    if spec.op == "bf16" and cfg["cluster_n"] != 1:
+        raise ValueError(f"{op_name}: config cluster_n=2 (A multicast) is implemented for the FP8 "
+                         "GEMMs only; use cluster_m=2")
     if "store_n" not in overrides:
         cfg["store_n"] = next(w for w in (64, 32, 16, 8)
                               if w * kind["out_bytes"] <= 128 and cfg["block_n"] % w == 0)
@@ -180,13 +188,16 @@ def gemm_config(spec: GemmSpec, m: int, n: int, k: int, batches: int = 1, *,
                                          stages + 1) <= SMEM_CAPACITY:
             stages += 1
         cfg["num_stages"] = stages
-    cluster = cfg["cluster_m"]
-    if "num_sms" not in overrides:
-        tiles = batches * ceil_div(m, cfg["block_m"] * cluster) * cluster * ceil_div(n, cfg["block_n"])
-        cfg["num_sms"] = min(num_sms // cluster * cluster, tiles)
-    if cfg["num_sms"] % cluster != 0 or cfg["block_n"] % (8 * cluster) != 0:
-        raise ValueError(f"{op_name}: config {overrides}: with cluster_m={cluster}, num_sms and "
-                         f"block_n / 8 must be multiples of {cluster}")
+    cluster_m, cluster_n = cfg["cluster_m"], cfg["cluster_n"]
+    cluster = cluster_m * cluster_n
+    if "num_sms" not in overrides:  # every CTA of every cluster that has a tile
+        units = (batches * ceil_div(m, cfg["block_m"] * cluster_m)
+                 * ceil_div(ceil_div(n, cfg["block_n"]), cluster_n))
+        cfg["num_sms"] = min(num_sms // cluster * cluster, units * cluster)
+    if cfg["num_sms"] % cluster != 0 or cfg["block_n"] % (8 * cluster_m) != 0:
+        raise ValueError(f"{op_name}: config {overrides}: with cluster_m={cluster_m} and "
+                         f"cluster_n={cluster_n}, num_sms must be a multiple of {cluster} and "
+                         f"block_n / 8 of {cluster_m}")
     cfg["smem_bytes"] = _smem_bytes(spec, ext, cfg["block_m"], cfg["block_n"], cfg["num_stages"])
     if cfg["smem_bytes"] > SMEM_CAPACITY or cfg["num_stages"] < 1:
         raise ValueError(f"{op_name}: config {overrides} needs {cfg['smem_bytes']} bytes of shared "

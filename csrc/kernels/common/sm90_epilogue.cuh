@@ -16,9 +16,6 @@
 // before the store.
 #pragma once
 
-#include <cute/arch/copy_sm90_tma.hpp>
-#include <cutlass/arch/barrier.h>
-
 #include "sm90_utils.cuh"
 
 namespace jaxgemm::sm90 {
@@ -96,8 +93,8 @@ __device__ __forceinline__ void store_tile(float (&acc)[NUM_ACC], uint8_t* smem_
     }
   };
   auto store_chunk = [&](unsigned ch, const uint8_t* buf) {
-    cute::SM90_TMA_STORE_3D::copy(tma_d, buf, static_cast<int>(at.n0 + ch * STORE_N),
-                                  static_cast<int>(at.row_base), static_cast<int>(at.l));
+    tma_store_3d(tma_d, buf, static_cast<int>(at.n0 + ch * STORE_N), static_cast<int>(at.row_base),
+                 static_cast<int>(at.l));
   };
 
   if constexpr (RING) {
@@ -105,28 +102,28 @@ __device__ __forceinline__ void store_tile(float (&acc)[NUM_ACC], uint8_t* smem_
     for (unsigned ch = 0; ch < NUM_CHUNKS; ++ch, ++seq) {
       uint8_t* buf = smem_d_wg + (seq % 2) * kEpilogueSlotBytes;
       // The store issued two chunks ago (from this slot) must have read it.
-      if (t == 0) cute::tma_store_wait<1>();
-      cutlass::arch::NamedBarrier::sync(128, barrier_id);
+      if (t == 0) tma_store_wait<1>();
+      named_barrier_sync(128, barrier_id);
       write_chunk(ch, smem_addr(buf));
-      cutlass::arch::fence_view_async_shared();
-      cutlass::arch::NamedBarrier::sync(128, barrier_id);
+      fence_view_async_shared();
+      named_barrier_sync(128, barrier_id);
       if (t == 0) {
         store_chunk(ch, buf);
-        cute::tma_store_arrive();
+        tma_store_commit();
       }
     }
   } else {
     // The previous tile's stores must have read the staging buffer.
-    if (t == 0) cute::tma_store_wait<0>();
-    cutlass::arch::NamedBarrier::sync(128, barrier_id);
+    if (t == 0) tma_store_wait<0>();
+    named_barrier_sync(128, barrier_id);
 #pragma unroll
     for (unsigned ch = 0; ch < NUM_CHUNKS; ++ch) write_chunk(ch, smem_addr(smem_d_wg + ch * 64 * SPAN));
-    cutlass::arch::fence_view_async_shared();
-    cutlass::arch::NamedBarrier::sync(128, barrier_id);
+    fence_view_async_shared();
+    named_barrier_sync(128, barrier_id);
     if (t == 0) {
 #pragma unroll
       for (unsigned ch = 0; ch < NUM_CHUNKS; ++ch) store_chunk(ch, smem_d_wg + ch * 64 * SPAN);
-      cute::tma_store_arrive();
+      tma_store_commit();
     }
   }
 }

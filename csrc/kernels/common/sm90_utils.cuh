@@ -1,16 +1,12 @@
-// Small SM90 building blocks shared by the GEMM kernels: TMA descriptor
-// prefetch, WGMMA shared-memory descriptors, WGMMA issue, BF16 packing.
+// Small SM90 building blocks shared by the GEMM kernels: WGMMA shared-memory
+// descriptors, WGMMA issue, shared-memory loads, BF16 packing.
 #pragma once
 
 #include <cute/arch/mma_sm90_gmma.hpp>
-#include <cute/numeric/integer_sequence.hpp>
-#include <cutlass/arch/barrier.h>
 
-#include "tma_descriptor.h"
+#include "sm90_ptx.cuh"
 
 namespace jaxgemm::sm90 {
-
-using Barrier = cutlass::arch::ClusterTransactionBarrier;
 
 // setmaxnreg budget of the 384-thread (two math warpgroups) GEMM kernels: ptxas gives
 // each thread 65536 / 384 rounded down to 8 = 168 registers at entry, and the
@@ -19,14 +15,6 @@ using Barrier = cutlass::arch::ClusterTransactionBarrier;
 constexpr unsigned kProducerRegs = 56, kMathRegs = 224;
 
 static_assert(kProducerRegs * 128 + kMathRegs * 256 == 168 * 384, "setmaxnreg budget must balance");
-
-__device__ __forceinline__ void prefetch_tma(const TmaDescriptor* desc) {
-  asm volatile("prefetch.tensormap [%0];" ::"l"(reinterpret_cast<unsigned long long>(desc)) : "memory");
-}
-
-__device__ __forceinline__ uint32_t smem_addr(const void* ptr) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(ptr));
-}
 
 // Hides how `v` was computed from ptxas, so that it stays in a register. Shared
 // addresses derived from the window base would otherwise be rebuilt (S2UR and a
@@ -88,9 +76,22 @@ __device__ __forceinline__ uint64_t k_major_sw128_desc(uint32_t lo) {
   return kHi | lo;
 }
 
+// 0, 1, ..., N-1 as a type (libcu++'s <utility> is the slow include this avoids).
+template <int... I>
+struct IndexSequence {};
+
+template <int N, int... I>
+struct MakeIndexSequence : MakeIndexSequence<N - 1, N - 1, I...> {};
+
+template <int... I>
+struct MakeIndexSequence<0, I...> {
+  using type = IndexSequence<I...>;
+};
+
+// One WGMMA whose NUM_ACC accumulator registers are acc[0..NUM_ACC-1].
 template <class Wgmma, int... I>
 __device__ __forceinline__ void wgmma_fma(uint64_t desc_a, uint64_t desc_b, float* acc, bool accumulate,
-                                          cute::integer_sequence<int, I...>) {
+                                          IndexSequence<I...>) {
   Wgmma::fma(desc_a, desc_b, acc[I]...,
              accumulate ? cute::SM90::GMMA::ScaleOut::One : cute::SM90::GMMA::ScaleOut::Zero);
 }

@@ -21,9 +21,6 @@
 // sharing B matters here more than in the FP8 kernel.
 #pragma once
 
-#include <cute/arch/cluster_sm90.hpp>
-#include <cute/arch/copy_sm90_tma.hpp>
-#include <cutlass/arch/barrier.h>
 #include <cutlass/arch/reg_reconfig.h>
 
 #include "../common/sm90_epilogue.cuh"
@@ -88,7 +85,7 @@ __device__ __forceinline__ void bf16_gemm(const Bf16GemmParams& p) {
   const unsigned warp_group = threadIdx.x / 128;
   const unsigned num_k_blocks = (p.k + BLOCK_K - 1) / BLOCK_K;
   const TileScheduler<GROUP_N, CLUSTER_M> sched(p.m, p.n, p.num_batches, BLOCK_M, BLOCK_N);
-  const unsigned rank = CLUSTER_M > 1 ? cute::block_rank_in_cluster() : 0;
+  const unsigned rank = CLUSTER_M > 1 ? block_rank_in_cluster() : 0;
   const unsigned first_tile = blockIdx.x / CLUSTER_M, tile_stride = gridDim.x / CLUSTER_M;
 
   if (threadIdx.x == 0) {
@@ -117,16 +114,16 @@ __device__ __forceinline__ void bf16_gemm(const Bf16GemmParams& p) {
           uint8_t* b = smem_b + s * Layout::SMEM_B;
           if constexpr (A_MN_MAJOR) {
             for (unsigned c = 0; c < BLOCK_M / 64; ++c)
-              cute::SM90_TMA_LOAD_3D::copy(&p.tma_a, &full[s], 0, a + c * Layout::CHUNK, m0 + int(c * 64), k0, la);
+              tma_load_3d(&p.tma_a, &full[s], a + c * Layout::CHUNK, m0 + int(c * 64), k0, la);
           } else {
-            cute::SM90_TMA_LOAD_3D::copy(&p.tma_a, &full[s], 0, a, k0, m0, la);
+            tma_load_3d(&p.tma_a, &full[s], a, k0, m0, la);
           }
           if constexpr (CLUSTER_M == 1) {
             if constexpr (B_MN_MAJOR) {
               for (unsigned c = 0; c < BLOCK_N / 64; ++c)
-                cute::SM90_TMA_LOAD_3D::copy(&p.tma_b, &full[s], 0, b + c * Layout::CHUNK, n0 + int(c * 64), k0, lb);
+                tma_load_3d(&p.tma_b, &full[s], b + c * Layout::CHUNK, n0 + int(c * 64), k0, lb);
             } else {
-              cute::SM90_TMA_LOAD_3D::copy(&p.tma_b, &full[s], 0, b, k0, n0, lb);
+              tma_load_3d(&p.tma_b, &full[s], b, k0, n0, lb);
             }
           } else {
             // This CTA's share of B lands in both CTAs, at the same offset.
@@ -134,12 +131,11 @@ __device__ __forceinline__ void bf16_gemm(const Bf16GemmParams& p) {
             if constexpr (B_MN_MAJOR) {
               for (unsigned i = 0; i < B_CHUNKS_PER_CTA; ++i) {
                 const unsigned c = rank * B_CHUNKS_PER_CTA + i;
-                cute::SM90_TMA_LOAD_MULTICAST_3D::copy(&p.tma_b, &full[s], mask, 0, b + c * Layout::CHUNK,
+                tma_load_3d_multicast(&p.tma_b, &full[s], mask, b + c * Layout::CHUNK,
                                                        n0 + int(c * 64), k0, lb);
               }
             } else {
-              cute::SM90_TMA_LOAD_MULTICAST_3D::copy(&p.tma_b, &full[s], mask, 0,
-                                                     b + rank * B_ROWS_PER_CTA * BLOCK_K * 2, k0,
+              tma_load_3d_multicast(&p.tma_b, &full[s], mask, b + rank * B_ROWS_PER_CTA * BLOCK_K * 2, k0,
                                                      n0 + int(rank * B_ROWS_PER_CTA), lb);
             }
           }
@@ -172,7 +168,7 @@ __device__ __forceinline__ void bf16_gemm(const Bf16GemmParams& p) {
 #pragma unroll
         for (unsigned k = 0; k < BLOCK_K / 16; ++k)
           wgmma_fma<Wgmma>(da + k * bf16_k16_step<A_MN_MAJOR>(), db + k * bf16_k16_step<B_MN_MAJOR>(), acc, true,
-                           cute::make_integer_sequence<int, NUM_ACC>{});
+                           typename MakeIndexSequence<NUM_ACC>::type{});
         cute::warpgroup_commit_batch();
         // Keep this batch in flight; the previous one is done once at most one is pending.
         cute::warpgroup_wait<1>();
@@ -188,7 +184,7 @@ __device__ __forceinline__ void bf16_gemm(const Bf16GemmParams& p) {
       store_tile<EPILOGUE_RING, BLOCK_N, STORE_N, OUT_BYTES, C_BYTES>(acc, smem_d_wg, &p.tma_d, p.c, at, 1 + warp_group,
                                                       store_seq);
     }
-    if (t == 0) cute::tma_store_wait<0>();
+    if (t == 0) tma_store_wait<0>();
   }
 }
 

@@ -24,7 +24,8 @@
 //     At BLOCK_N <= 128 two accumulator sets alternate, so the next K block's
 //     WGMMAs run during the promotion. The loop's instruction latency, not the
 //     tensor cores, bounds this kernel (ncu stall samples): its shared addresses
-//     stay in registers and each tile's scale-block split is a template case.
+//     stay in registers and each tile's scale-block split is a template case
+//     (of the whole loop, or of the promotion alone: see kSplitPerLoop).
 //     Epilogue (common/sm90_epilogue.cuh): + C, then BF16 or FP32 into swizzled
 //     shared memory and TMA stores, which overlap the next tile's main loop.
 //   - the last warpgroup (producer): one thread issues the TMA loads of A, B, the
@@ -34,17 +35,15 @@
 // equal what the CTA holds at entry (168 x 384): an increase waits for registers
 // that a decrease has freed, so asking for more than that hangs.
 //
-// With CLUSTER_M = 2, two CTAs of a cluster take adjacent m-blocks of the same
-// n-block: each loads half of the shared B tile and multicasts it to both, which
-// cuts the L2->SM traffic per tile by BN*128/2 bytes per K block. A CTA then
-// frees a stage only when both CTAs' math warps have released it, so "empty"
-// counts the arrivals of both. (Measured on an H200: no faster at BN=192, so the
-// heuristic leaves it off; the promotion, not L2, is what binds today.)
+// Clusters of 2 share an operand by TMA multicast: with CLUSTER_M = 2 the two CTAs
+// take adjacent m-blocks of the same n-block and each loads half of the shared B
+// tile into both; with CLUSTER_N = 2 they take adjacent n-blocks of the same
+// m-block and share A. That halves the L2->SM traffic of the shared tile, which
+// matters where small M leaves the tiles L2-bound: every n-block re-reads the
+// whole A panel. A CTA then frees a stage only when both CTAs' math warps have
+// released it, so "empty" counts the arrivals of both.
 #pragma once
 
-#include <cute/arch/cluster_sm90.hpp>
-#include <cute/arch/copy_sm90_tma.hpp>
-#include <cutlass/arch/barrier.h>
 #include <cutlass/arch/reg_reconfig.h>
 
 #include "../common/sm90_epilogue.cuh"
@@ -72,7 +71,7 @@ __device__ __forceinline__ void issue_wgmma_batch(uint32_t desc_a_lo, uint32_t d
   for (unsigned k = 0; k < 4; ++k) {
     // Advancing K by 32 bytes inside the 128B swizzle atom moves the start address.
     wgmma_fma<Wgmma>(k_major_sw128_desc(desc_a_lo + k * 2), k_major_sw128_desc(desc_b_lo + k * 2), acc, k > 0,
-                     cute::make_integer_sequence<int, NUM_ACC>{});
+                     typename MakeIndexSequence<NUM_ACC>::type{});
   }
   cute::warpgroup_commit_batch();
 }
@@ -120,11 +119,10 @@ struct Constant {
 };
 
 // Calls f(Constant<SPLIT>{}) for the tile's runtime `split` (128 minus the tile's
-// offset into its first B scale block), so that the K loop inside f is compiled
-// once per possible split, each with its scale choices fixed. Case I is
+// offset into its first B scale block), so that the code inside f is compiled once
+// per possible split, each with its scale choices fixed. Case I is
 // split = 128 - I * gcd(BLOCK_N, 128); any split of BLOCK_N or more (the tile lies in
-// one scale block) takes the last case, SPLIT = BLOCK_N. Each case is a copy of the
-// K loop: 4 at BLOCK_N = 160, 2 at 192, which adds ~0.3 s to a cold compile.
+// one scale block) takes the last case, SPLIT = BLOCK_N.
 template <unsigned BLOCK_N, unsigned I = 0, class F>
 __device__ __forceinline__ void with_static_split(unsigned split, F&& f) {
   constexpr unsigned SPLIT = 128 - I * scale_block_offset_step<BLOCK_N>();
@@ -138,6 +136,32 @@ __device__ __forceinline__ void with_static_split(unsigned split, F&& f) {
     if (split == SPLIT) f(Constant<SPLIT>{});
     else with_static_split<BLOCK_N, I + 1>(split, f);
   }
+}
+
+// How many cases with_static_split has: the splits below BLOCK_N, plus the one-block
+// case when a tile fits in one scale block.
+template <unsigned BLOCK_N>
+constexpr unsigned num_split_cases() {
+  unsigned n = BLOCK_N <= 128 ? 1 : 0;
+  for (unsigned s = 128; s > 0; s -= scale_block_offset_step<BLOCK_N>()) n += s < BLOCK_N;
+  return n;
+}
+
+// Whether the whole K loop is compiled once per split case (the fastest loop: ~144
+// instructions per K block at BLOCK_N = 160, against ~167 when the promotion picks
+// its case per block), or only the promotion is. Each copy costs compile time
+// (NVRTC: 64x112, with 7 cases and two accumulator sets, took 2.2 s against 1.2 s),
+// so copies of the loop are made only while they number at most 4, counted in
+// promotions: the two-set loop promotes in 5 places.
+template <unsigned BLOCK_N, bool TWO_ACC>
+constexpr bool kSplitPerLoop = num_split_cases<BLOCK_N>() * (TWO_ACC ? 5 : 1) <= 4;
+
+// with_static_split(split, f) where the loop is split; else f(Constant<0>{}), and the
+// promotion dispatches on the split itself.
+template <bool PER_LOOP, unsigned BLOCK_N, class F>
+__device__ __forceinline__ void with_loop_split(unsigned split, F&& f) {
+  if constexpr (PER_LOOP) with_static_split<BLOCK_N>(split, f);
+  else f(Constant<0>{});
 }
 
 // final += acc * sa[row] * sb[block of col], the products formed once per K block.
@@ -181,7 +205,8 @@ struct Fp8GemmLayout {
 };
 
 template <class Wgmma, unsigned BLOCK_M, unsigned BLOCK_N, unsigned NUM_STAGES, unsigned STORE_N,
-          unsigned GROUP_N, unsigned CLUSTER_M, bool SFB_PER_ROW, unsigned OUT_BYTES, unsigned C_BYTES,
+          unsigned GROUP_N, unsigned CLUSTER_M, unsigned CLUSTER_N, bool SFB_PER_ROW, unsigned OUT_BYTES,
+          unsigned C_BYTES,
           bool EPILOGUE_RING>
 __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   using Layout = Fp8GemmLayout<BLOCK_M, BLOCK_N, NUM_STAGES, SFB_PER_ROW, OUT_BYTES, EPILOGUE_RING>;
@@ -194,8 +219,14 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   // take 3 x NUM_ACC of the 224 each math warpgroup gets (checked: no spills).
   constexpr bool TWO_ACC = kTwoAccumulatorSets(BLOCK_N, SFB_PER_ROW);
   static_assert(BLOCK_N % 16 == 0 && BLOCK_N <= 256, "BLOCK_N must be a multiple of 16");
-  static_assert(CLUSTER_M == 1 || CLUSTER_M == 2, "B is multicast to at most 2 CTAs");
+  static_assert((CLUSTER_M == 1 || CLUSTER_M == 2) && (CLUSTER_N == 1 || CLUSTER_N == 2) &&
+                    CLUSTER_M * CLUSTER_N <= 2,
+                "B (CLUSTER_M) or A (CLUSTER_N) is multicast to at most 2 CTAs");
+  constexpr unsigned CLUSTER = CLUSTER_M * CLUSTER_N;
+  constexpr uint16_t CLUSTER_MASK = (1u << CLUSTER) - 1;
+  constexpr unsigned A_ROWS_PER_CTA = BLOCK_M / CLUSTER_N;  // rows of A this CTA loads
   constexpr unsigned B_ROWS_PER_CTA = BLOCK_N / CLUSTER_M;  // rows of B this CTA loads
+  static_assert(A_ROWS_PER_CTA % 8 == 0, "each multicast half of A keeps whole 8-row swizzle atoms");
   static_assert(B_ROWS_PER_CTA % 8 == 0, "each multicast half of B keeps whole 8-row swizzle atoms");
 
   // Shared memory: [D staging][A x stages][B x stages][SFA x stages][SFB x stages][barriers]
@@ -214,9 +245,9 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
 
   const unsigned warp_group = threadIdx.x / 128;
   const unsigned num_k_blocks = (p.k + BLOCK_K - 1) / BLOCK_K;
-  const TileScheduler<GROUP_N, CLUSTER_M> sched(p.m, p.n, p.num_batches, BLOCK_M, BLOCK_N);
-  const unsigned rank = CLUSTER_M > 1 ? cute::block_rank_in_cluster() : 0;
-  const unsigned first_tile = blockIdx.x / CLUSTER_M, tile_stride = gridDim.x / CLUSTER_M;
+  const TileScheduler<GROUP_N, CLUSTER_M, CLUSTER_N> sched(p.m, p.n, p.num_batches, BLOCK_M, BLOCK_N);
+  const unsigned rank = CLUSTER > 1 ? block_rank_in_cluster() : 0;
+  const unsigned first_tile = blockIdx.x / CLUSTER, tile_stride = gridDim.x / CLUSTER;
 
   if (threadIdx.x == 0) {
     prefetch_tma(&p.tma_a);
@@ -225,7 +256,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
     if constexpr (SFB_PER_ROW) prefetch_tma(&p.tma_sfb);
     prefetch_tma(&p.tma_d);
   }
-  init_pipeline<NUM_STAGES, CLUSTER_M, NUM_MATH_WG>(full, empty);
+  init_pipeline<NUM_STAGES, CLUSTER, NUM_MATH_WG>(full, empty);
 
   if (warp_group == NUM_MATH_WG) {
     // ---------------------------------------------------------------- producer
@@ -245,25 +276,29 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
           Barrier::wait(&empty[s], ((it / NUM_STAGES) & 1) ^ 1);
           Barrier::arrive_and_expect_tx(&full[s], STAGE_BYTES);
           const int k0 = static_cast<int>(kb * BLOCK_K);
-          cute::SM90_TMA_LOAD_3D::copy(&p.tma_a, &full[s], 0, smem_a + s * Layout::SMEM_A, k0, m0,
-                                       static_cast<int>(l));
-          if constexpr (CLUSTER_M == 1) {
-            cute::SM90_TMA_LOAD_3D::copy(&p.tma_b, &full[s], 0, smem_b + s * Layout::SMEM_B, k0, n0, lb);
+          // With a cluster, this CTA's half of the shared operand lands in both CTAs, at
+          // the same offset.
+          uint8_t* a = smem_a + s * Layout::SMEM_A;
+          uint8_t* b = smem_b + s * Layout::SMEM_B;
+          if constexpr (CLUSTER_N == 1) {
+            tma_load_3d(&p.tma_a, &full[s], a, k0, m0, static_cast<int>(l));
           } else {
-            // This CTA's half of B lands in both CTAs, at the same offset.
-            cute::SM90_TMA_LOAD_MULTICAST_3D::copy(
-                &p.tma_b, &full[s], static_cast<uint16_t>((1u << CLUSTER_M) - 1), 0,
-                smem_b + s * Layout::SMEM_B + rank * B_ROWS_PER_CTA * BLOCK_K, k0,
-                n0 + static_cast<int>(rank * B_ROWS_PER_CTA), lb);
+            tma_load_3d_multicast(&p.tma_a, &full[s], CLUSTER_MASK, a + rank * A_ROWS_PER_CTA * BLOCK_K, k0,
+                                  m0 + static_cast<int>(rank * A_ROWS_PER_CTA), static_cast<int>(l));
           }
-          cute::SM90_TMA_LOAD_3D::copy(&p.tma_sfa, &full[s], 0, smem_sfa + s * BLOCK_M, m0,
-                                       static_cast<int>(kb), static_cast<int>(l));
-          if constexpr (SFB_PER_ROW)  // each CTA loads its own copy: it is small
-            cute::SM90_TMA_LOAD_3D::copy(&p.tma_sfb, &full[s], 0, smem_sfb + s * (Layout::SMEM_SFB / 4), n0,
-                                         static_cast<int>(kb), lb);
+          if constexpr (CLUSTER_M == 1) {
+            tma_load_3d(&p.tma_b, &full[s], b, k0, n0, lb);
+          } else {
+            tma_load_3d_multicast(&p.tma_b, &full[s], CLUSTER_MASK, b + rank * B_ROWS_PER_CTA * BLOCK_K, k0,
+                                  n0 + static_cast<int>(rank * B_ROWS_PER_CTA), lb);
+          }
+          // The scales: each CTA loads its own copy (they are small).
+          tma_load_3d(&p.tma_sfa, &full[s], smem_sfa + s * BLOCK_M, m0, static_cast<int>(kb), static_cast<int>(l));
+          if constexpr (SFB_PER_ROW)
+            tma_load_3d(&p.tma_sfb, &full[s], smem_sfb + s * (Layout::SMEM_SFB / 4), n0, static_cast<int>(kb), lb);
         }
       }
-      drain_pipeline<NUM_STAGES, CLUSTER_M>(empty, it);
+      drain_pipeline<NUM_STAGES, CLUSTER>(empty, it);
     }
   } else {
     // ------------------------------------------------------------------- math
@@ -297,7 +332,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
       // 1D2D: B's scale rows covering this tile. When BLOCK_N does not divide 128 a
       // tile crosses two 128-row blocks, or three when BLOCK_N > 128 (e.g. 176
       // columns from 112 past a boundary); columns before `split` use the first.
-      const unsigned nb0 = n0 / 128;
+      const unsigned nb0 = min(n0 / 128, num_nb - 1);  // (a dummy n-block past N reads the last row)
       const unsigned nb1 = min(nb0 + 1, num_nb - 1);
       const unsigned nb2 = min(nb0 + 2, num_nb - 1);
       const unsigned split = (nb0 + 1) * 128 - n0;
@@ -306,7 +341,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
       const unsigned sfb_next1 = (nb1 - nb0) * num_k_blocks, sfb_next2 = (nb2 - nb0) * num_k_blocks;
       // 1D2D: K block kb's B scales are loaded one block ahead, so the global load's
       // latency hides under the previous block's WGMMAs.
-      float sb_next[3];
+      float sb_next[3] = {};
       auto load_sfb = [&](unsigned kb) {
         if constexpr (!SFB_PER_ROW) {
           sb_next[0] = __ldg(sfb_tile + kb);
@@ -335,17 +370,24 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
       };
       // 1D1D reads per-column scales and has no split: one instance of the loop.
       const unsigned static_split = SFB_PER_ROW ? BLOCK_N : split;
-      with_static_split<BLOCK_N>(static_split, [&](auto split_c) {
-        constexpr unsigned SPLIT = decltype(split_c)::value;
+      // SPLIT: this copy's split, or 0 where the promotion dispatches per K block.
+      with_loop_split<SFB_PER_ROW || kSplitPerLoop<BLOCK_N, TWO_ACC>, BLOCK_N>(static_split, [&](auto split_c) {
+        [[maybe_unused]] constexpr unsigned SPLIT = decltype(split_c)::value;
         // After the block's WGMMAs completed: release its stage, promote its accumulators.
         auto finish = [&](const KBlock& blk, float(&acc)[NUM_ACC]) {
           fence_accumulators(acc);
           if constexpr (SFB_PER_ROW) {  // the column scales are read from the stage: promote first
             promote_per_column<BLOCK_N>(final_acc, acc, blk, sfb_row0 + blk.stage * Layout::SMEM_SFB, lane);
-            release_stage<CLUSTER_M>(empty0 + blk.stage * 8, lane);
+            release_stage<CLUSTER>(empty0 + blk.stage * 8, lane);
           } else {
-            release_stage<CLUSTER_M>(empty0 + blk.stage * 8, lane);
-            promote<BLOCK_N, SPLIT>(final_acc, acc, blk);
+            release_stage<CLUSTER>(empty0 + blk.stage * 8, lane);
+            if constexpr (SPLIT > 0) {
+              promote<BLOCK_N, SPLIT>(final_acc, acc, blk);
+            } else {
+              with_static_split<BLOCK_N>(static_split, [&](auto c) {
+                promote<BLOCK_N, decltype(c)::value>(final_acc, acc, blk);
+              });
+            }
           }
         };
         if constexpr (TWO_ACC) {
@@ -386,7 +428,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
       store_tile<EPILOGUE_RING, BLOCK_N, STORE_N, OUT_BYTES, C_BYTES>(final_acc, smem_d_wg, &p.tma_d, p.c, at, 1 + warp_group,
                                                       store_seq);
     }
-    if (t == 0) cute::tma_store_wait<0>();
+    if (t == 0) tma_store_wait<0>();
   }
 }
 
