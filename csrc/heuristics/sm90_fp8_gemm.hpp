@@ -37,9 +37,13 @@ inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_
     throw std::invalid_argument("select_fp8_gemm_config: sizes must be positive");
   const int num_k_blocks = ceil_div(k, 128);
   BestConfig best;
-  // B multicast (cluster_m = 2) is not chosen here: on an H200 it measured no
-  // faster than none at the tiles picked (BLOCK_N 192), so L2 bandwidth is not what
-  // binds there. A user can still ask for it in `config`.
+  // Multicast is not chosen here; a user can ask for it in `config`. B multicast
+  // (cluster_m = 2) measured no faster than none on an H200 at the tiles picked
+  // (BLOCK_N 192). A multicast (cluster_n = 2), on an H100 over the DeepSeek-V3
+  // shapes: at M = 128 it is slower on 5 of 6 (e.g. 24576x1536 at 128x64: 461 ->
+  // 312 TFLOPS), so re-reading A from L2 is not what binds there; at M = 4096 it is
+  // within 2% either way except 7168x16384 at 128x128 (1029 -> 1112), and no
+  // refit of this model to those sweeps picked it without losing elsewhere.
   for (int bm : {64, 128}) {
     if (bm == 128 && m <= 64) continue;
     // 176 is left out: its tiles can cross three 128-row scale blocks of B, and the
@@ -50,38 +54,31 @@ inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_
       if (kind.sfb_per_row && bn > 160) continue;
       const int stages = max_stages([&](int s) { return fp8_gemm_smem_bytes(bm, bn, s, kind); }, smem_capacity);
       if (stages < 3) continue;
-      // cluster_n = 2: CTA pairs on adjacent n-blocks share the A tile by multicast
-      // (an odd number of n-blocks leaves one CTA a dummy tile).
-      for (int cluster_n : {1, 2}) {
-        if (cluster_n > num_sms) continue;
-        const int64_t n_blocks = ceil_div(n, bn);
-        const int64_t ctas = batches * ceil_div(m, bm) * ceil_div(n_blocks, cluster_n) * cluster_n;
-        const int grid = std::max(cluster_n, num_sms / cluster_n * cluster_n);
-        const int64_t waves = (ctas + grid - 1) / grid;
-        // Cycles per 128-deep K block of one tile on one SM. A warpgroup's 4 WGMMAs
-        // (64 x BN x 128 MACs at 4096 FP8 MACs/clk) take 2*BN clks. With one
-        // accumulator set it then waits, releases the stage and promotes (~160 + 2*BN
-        // clks of issue) while the other math warpgroup (if any) keeps the tensor
-        // cores busy. With two sets (BN <= 128; 96 for 1D1D, see the kernel) the next
-        // block's WGMMAs run during the promotion, which leaves ~64 clks exposed.
-        // TMA brings (BM / cluster_n + BN) * 128 bytes from L2 at ~48 B/clk per SM
-        // when all SMs stream. (The constants are fitted to H100 sweeps of 5 configs
-        // at M = 4096 and 8 at M = 128 over the DeepSeek-V3 shapes: the picks at
-        // M = 4096 are within 3% of the best swept; at M = 128 the model misses by up
-        // to 25%, where the A tiles every n-block re-reads from L2 are what binds.)
-        const bool two_acc = bn <= (kind.sfb_per_row ? 96 : 128);
-        const double wgmma = 2.0 * bn;
-        const double load = (double(bm) / cluster_n + bn) * 128.0 / 48.0;
-        const double math = two_acc ? (bm / 64) * wgmma + 64
-                                    : std::max((bm / 64) * wgmma, wgmma + 160.0 + 2 * bn);
-        const double per_k_block = std::max(math, load);
-        const double per_tile = num_k_blocks * per_k_block + bm * bn * double(kind.out_bytes) / 64 + 500;
-        // Every SM that has a tile (shrinking the grid to the fewest SMs with the same
-        // number of waves measured 2-5% slower on an H200).
-        GemmConfig c = candidate(kind, bm, bn, stages, fp8_gemm_smem_bytes(bm, bn, stages, kind), grid, ctas);
-        c.cluster_n = cluster_n;
-        best.offer(c, double(waves) * per_tile);
-      }
+      const int64_t tiles = batches * ceil_div(m, bm) * ceil_div(n, bn);
+      const int64_t waves = (tiles + num_sms - 1) / num_sms;
+      // Cycles per 128-deep K block of one tile on one SM. A warpgroup's 4 WGMMAs
+      // (64 x BN x 128 MACs at 4096 FP8 MACs/clk) take 2*BN clks. With one
+      // accumulator set it then waits, releases the stage and promotes (~160 + 2*BN
+      // clks of issue) while the other math warpgroup (if any) keeps the tensor
+      // cores busy. With two sets (BN <= 128; 96 for 1D1D, see the kernel) the next
+      // block's WGMMAs run during the promotion, which leaves ~64 clks exposed.
+      // TMA brings (BM + BN) * 128 bytes from L2 at ~48 B/clk per SM when all SMs
+      // stream. (The constants are fitted to H100 sweeps of 5 configs at M = 4096
+      // and 8 at M = 128 over the DeepSeek-V3 shapes: the picks at M = 4096 are
+      // within 3% of the best swept; at M = 128 the model misses by up to 25%, where
+      // the A tiles every n-block re-reads from L2 are what binds.)
+      const bool two_acc = bn <= (kind.sfb_per_row ? 96 : 128);
+      const double wgmma = 2.0 * bn;
+      const double load = (bm + bn) * 128.0 / 48.0;
+      const double math = two_acc ? (bm / 64) * wgmma + 64
+                                  : std::max((bm / 64) * wgmma, wgmma + 160.0 + 2 * bn);
+      const double per_k_block = std::max(math, load);
+      const double per_tile = num_k_blocks * per_k_block + bm * bn * double(kind.out_bytes) / 64 + 500;
+      // Every SM that has a tile (shrinking the grid to the fewest SMs with the same
+      // number of waves measured 2-5% slower on an H200).
+      const GemmConfig c =
+          candidate(kind, bm, bn, stages, fp8_gemm_smem_bytes(bm, bn, stages, kind), num_sms, tiles);
+      best.offer(c, double(waves) * per_tile);
     }
   }
   if (!best.found) throw std::runtime_error("select_fp8_gemm_config: no config fits shared memory");
