@@ -27,6 +27,7 @@ namespace jaxgemm::ffi_handlers {
 struct GemmAttrs {
   int32_t block_m, block_n, num_stages, store_n, group_n, num_sms, cluster_m, cluster_n;
   int32_t sfb_per_row, a_mn_major, b_mn_major, out_bytes, c_bytes;
+  int32_t sfa_mn_major;  // FP8: A's scales are [L, ceil(K/128), M] (a launch stride, not a kernel variant)
 };
 
 }  // namespace jaxgemm::ffi_handlers
@@ -39,7 +40,7 @@ XLA_FFI_REGISTER_STRUCT_ATTR_DECODING(
     ::xla::ffi::StructMember<int32_t>("cluster_n"),
     ::xla::ffi::StructMember<int32_t>("sfb_per_row"), ::xla::ffi::StructMember<int32_t>("a_mn_major"),
     ::xla::ffi::StructMember<int32_t>("b_mn_major"), ::xla::ffi::StructMember<int32_t>("out_bytes"),
-    ::xla::ffi::StructMember<int32_t>("c_bytes"));
+    ::xla::ffi::StructMember<int32_t>("c_bytes"), ::xla::ffi::StructMember<int32_t>("sfa_mn_major"));
 
 namespace jaxgemm::ffi_handlers {
 
@@ -72,7 +73,7 @@ GemmConfig config_from_attrs(const GemmAttrs& a) {
 
 // Compiles (or finds in the cache) and loads the kernel of `config`.
 template <class Launcher>
-ffi::ErrorOr<std::unique_ptr<GemmState>> instantiate(GemmConfig config, const char* op) {
+ffi::ErrorOr<std::unique_ptr<GemmState>> instantiate(GemmConfig config, bool sfa_mn_major, const char* op) {
   try {
     if (config.cluster_m < 1 || config.cluster_n < 1 || config.cluster_size() > 2 ||
         config.num_sms % config.cluster_size() != 0 || config.block_n % (8 * config.cluster_m) != 0 ||
@@ -81,6 +82,7 @@ ffi::ErrorOr<std::unique_ptr<GemmState>> instantiate(GemmConfig config, const ch
       return ffi::Unexpected(ffi::Error::InvalidArgument(std::string(op) + ": inconsistent cluster config"));
     auto state = std::make_unique<GemmState>();
     state->config = config;
+    state->sfa_mn_major = sfa_mn_major;
     const std::string source = Launcher::generate_source(config);
     const auto built = jit::Compiler::build(Launcher::kName, source, "90a");
     state->kernel = &jit::KernelRuntime::load(built.cubin_path, Launcher::kSymbol, config.smem_bytes);
@@ -94,13 +96,13 @@ ffi::ErrorOr<std::unique_ptr<GemmState>> instantiate(GemmConfig config, const ch
 ffi::ErrorOr<std::unique_ptr<GemmState>> Fp8GemmInstantiate(GemmAttrs attrs) {
   GemmConfig c = config_from_attrs(attrs);
   c.smem_bytes = heuristics::fp8_gemm_smem_bytes(c.block_m, c.block_n, c.num_stages, c.kind);
-  return instantiate<Sm90Fp8Gemm>(c, "jaxgemm fp8_gemm");
+  return instantiate<Sm90Fp8Gemm>(c, attrs.sfa_mn_major != 0, "jaxgemm fp8_gemm");
 }
 
 ffi::ErrorOr<std::unique_ptr<GemmState>> Bf16GemmInstantiate(GemmAttrs attrs) {
   GemmConfig c = config_from_attrs(attrs);
   c.smem_bytes = heuristics::bf16_gemm_smem_bytes(c.block_m, c.block_n, c.num_stages, c.kind);
-  return instantiate<Sm90Bf16Gemm>(c, "jaxgemm bf16_gemm");
+  return instantiate<Sm90Bf16Gemm>(c, false, "jaxgemm bf16_gemm");
 }
 
 ffi::DataType dtype_of_bytes(int bytes) { return bytes == 4 ? ffi::F32 : ffi::BF16; }
@@ -128,20 +130,21 @@ ffi::Error launch(GemmState* state, CUstream stream, const Params& params, const
   return ffi::Error::Success();
 }
 
-ffi::Error Fp8GemmExecute(CUstream stream, GemmState* state, ffi::AnyBuffer a, ffi::Buffer<ffi::F32> sfa_t,
+ffi::Error Fp8GemmExecute(CUstream stream, GemmState* state, ffi::AnyBuffer a, ffi::Buffer<ffi::F32> sfa,
                           ffi::AnyBuffer b, ffi::Buffer<ffi::F32> sfb, std::optional<ffi::AnyBuffer> c,
                           ffi::Result<ffi::AnyBuffer> d, ffi::Dictionary /*config*/) {
   // Python validated everything at trace time; these checks guard the ABI.
   constexpr const char* op = "jaxgemm fp8_gemm";
   if (a.element_type() != ffi::F8E4M3FN || b.element_type() != ffi::F8E4M3FN)
     return ffi::Error::InvalidArgument("jaxgemm fp8_gemm: a and b must be float8_e4m3fn");
-  const auto ad = a.dimensions(), bd = b.dimensions(), sd = sfa_t.dimensions(), fd = sfb.dimensions();
+  const auto ad = a.dimensions(), bd = b.dimensions(), sd = sfa.dimensions(), fd = sfb.dimensions();
   if (ad.size() != 3 || bd.size() != 3 || sd.size() != 3 || fd.size() != 3 || d->dimensions().size() != 3)
     return ffi::Error::InvalidArgument("jaxgemm fp8_gemm: operands must be rank 3 [L, rows, K]");
   if (ffi::Error e = check_out_and_c(state->config, c, *d, op); e.failure()) return e;
   Sm90Fp8Gemm::Args x;
   x.a = a.untyped_data();
-  x.sfa_t = sfa_t.untyped_data();
+  x.sfa = sfa.untyped_data();
+  x.sfa_mn_major = state->sfa_mn_major;
   x.b = b.untyped_data();
   x.sfb = sfb.untyped_data();
   x.c = c ? c->untyped_data() : nullptr;
@@ -151,9 +154,12 @@ ffi::Error Fp8GemmExecute(CUstream stream, GemmState* state, ffi::AnyBuffer a, f
   x.m = static_cast<unsigned>(ad[1]);
   x.k = static_cast<unsigned>(ad[2]);
   x.n = static_cast<unsigned>(bd[1]);
-  x.m_pad = static_cast<unsigned>(sd[2]);
   x.n_pad = static_cast<unsigned>(fd[2]);
   if (x.m == 0 || x.n == 0) return ffi::Error::Success();
+  // The kernel reads A's scales with strides: their shape must be what they claim.
+  const unsigned kb = (x.k + 127) / 128;
+  if (sd[0] != ad[0] || sd[1] != (x.sfa_mn_major ? kb : x.m) || sd[2] != (x.sfa_mn_major ? x.m : kb))
+    return ffi::Error::InvalidArgument("jaxgemm fp8_gemm: a's scales do not match a");
 
   Fp8GemmParams params;
   if (CUresult r = Sm90Fp8Gemm::make_params(state->config, x, &params); r != CUDA_SUCCESS)
@@ -198,7 +204,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(kFp8GemmExecute, Fp8GemmExecute,
                                   .Ctx<ffi::PlatformStream<CUstream>>()
                                   .Ctx<ffi::State<GemmState>>()
                                   .Arg<ffi::AnyBuffer>()            // a      [L, M, K] e4m3
-                                  .Arg<ffi::Buffer<ffi::F32>>()     // sfa_t  [L, ceil(K/128), m_pad]
+                                  .Arg<ffi::Buffer<ffi::F32>>()     // sfa    [L, M, ceil(K/128)] or [L, ceil(K/128), M]
                                   .Arg<ffi::AnyBuffer>()            // b      [L or 1, N, K] e4m3
                                   .Arg<ffi::Buffer<ffi::F32>>()     // sfb    1D2D or 1D1D layout (launcher)
                                   .OptionalArg<ffi::AnyBuffer>()    // c      [L, M, N], may alias d

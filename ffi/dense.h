@@ -13,6 +13,7 @@ namespace jaxgemm::ffi_handlers {
 struct GemmState {
   static xla::ffi::TypeId id;
   heuristics::GemmConfig config;
+  bool sfa_mn_major = false;  // FP8: A's scales are [L, ceil(K/128), M], not [L, M, ceil(K/128)]
   const jit::LoadedKernel* kernel = nullptr;
 };
 

@@ -37,17 +37,18 @@ struct Sm90Fp8Gemm {
     return src;
   }
 
-  // Operand pointers and shapes of one call. `sfa_t` is A's scales in the kernel's
-  // layout: [L, ceil(K/128), m_pad] f32 with m_pad % 4 == 0. `sfb` is B's scales:
-  // 1D2D [Lb, ceil(N/128), ceil(K/128)]; 1D1D [Lb, ceil(K/128), n_pad] (N-major).
+  // Operand pointers and shapes of one call. `sfa` is A's scales, [L, M, ceil(K/128)]
+  // or, with `sfa_mn_major`, [L, ceil(K/128), M] f32. `sfb` is B's scales: 1D2D
+  // [Lb, ceil(N/128), ceil(K/128)]; 1D1D [Lb, ceil(K/128), n_pad] (N-major, padded to 4).
   struct Args {
     void* a;
-    void* sfa_t;
+    const void* sfa;
     void* b;
     void* sfb;
     const void* c;
     void* d;
-    unsigned batches, b_batched, m, n, k, m_pad, n_pad;
+    unsigned batches, b_batched, m, n, k, n_pad;
+    bool sfa_mn_major;
   };
 
   // Fills `p`; returns the first TMA encoding error (host work only).
@@ -61,16 +62,12 @@ struct Sm90Fp8Gemm {
                      {128, uint32_t(c.block_m / c.cluster_n), 1}, CU_TENSOR_MAP_SWIZZLE_128B};
     jit::TmaTensor b{CU_TENSOR_MAP_DATA_TYPE_UINT8, x.b, 3, {x.k, x.n, lb}, {x.k, uint64_t(x.n) * x.k},
                      {128, uint32_t(c.block_n / c.cluster_m), 1}, CU_TENSOR_MAP_SWIZZLE_128B};
-    jit::TmaTensor sfa{CU_TENSOR_MAP_DATA_TYPE_FLOAT32, x.sfa_t, 3, {x.m, kb, x.batches},
-                       {uint64_t(x.m_pad) * 4, kb * x.m_pad * 4}, {uint32_t(c.block_m), 1, 1},
-                       CU_TENSOR_MAP_SWIZZLE_NONE};
     jit::TmaTensor d{ob == 4 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT32 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, x.d, 3,
                      {x.n, x.m, x.batches}, {uint64_t(x.n) * ob, uint64_t(x.m) * x.n * ob},
                      {uint32_t(c.store_n), 64, 1}, jit::swizzle_for_span(uint32_t(c.store_n * ob))};
     CUresult r;
     if ((r = jit::encode_tma(reinterpret_cast<CUtensorMap*>(&p->tma_a), a)) != CUDA_SUCCESS) return r;
     if ((r = jit::encode_tma(reinterpret_cast<CUtensorMap*>(&p->tma_b), b)) != CUDA_SUCCESS) return r;
-    if ((r = jit::encode_tma(reinterpret_cast<CUtensorMap*>(&p->tma_sfa), sfa)) != CUDA_SUCCESS) return r;
     if ((r = jit::encode_tma(reinterpret_cast<CUtensorMap*>(&p->tma_d), d)) != CUDA_SUCCESS) return r;
     if (c.kind.sfb_per_row) {
       jit::TmaTensor sfb{CU_TENSOR_MAP_DATA_TYPE_FLOAT32, x.sfb, 3, {x.n, kb, lb},
@@ -80,6 +77,9 @@ struct Sm90Fp8Gemm {
     } else {
       p->sfb = static_cast<const float*>(x.sfb);
     }
+    p->sfa = static_cast<const float*>(x.sfa);
+    p->sfa_row_stride = x.sfa_mn_major ? 1u : unsigned(kb);
+    p->sfa_kb_stride = x.sfa_mn_major ? x.m : 1u;
     p->c = x.c;
     p->m = x.m;
     p->n = x.n;

@@ -150,7 +150,7 @@ def _fp8_gemm(layout, a, b, c=None, out_dtype=jnp.bfloat16, *, config=None):
     if m == 0 or n == 0 or k == 0:
         return jnp.zeros((m, n), out_dtype) if c is None else c.astype(out_dtype)
     spec = GemmSpec("fp8", out_dtype.name, c is not None, None if c is None else c.dtype.name,
-                    sfb_per_row=sfb_per_row, config=cfg)
+                    sfb_per_row=sfb_per_row, sfa_mn_major=reference.LAYOUTS[layout][0], config=cfg)
     args = [a[None], sfa[None], b[None], sfb[None]] + ([] if c is None else [c[None]])
     return gemm_p.bind(*args, spec=spec)[0]
 

@@ -50,6 +50,9 @@ class GemmSpec:
     sfb_per_row: bool = False  # fp8: B has 1x128 scales (1D1D), else 128x128 (1D2D)
     a_mn_major: bool = False   # bf16: A is [L, K, M]
     b_mn_major: bool = False   # bf16: B is [Lb, K, N]
+    # fp8: the kernel reads A's scales as [L, ceil(K/128), M] (set where the caller
+    # stored them so: the op's transpose and the lowering's then cancel in XLA).
+    sfa_mn_major: bool = False
     config: tuple | None = None
 
     @property
@@ -272,6 +275,7 @@ def _cuda_lowering(ctx, *args, spec: GemmSpec):
     if os.environ.get("JAXGEMM_PRINT_CONFIGS", "0") not in ("", "0"):
         print(f"jaxgemm: {op_name} L={l} M={m} N={n} K={k}: {cfg}", flush=True)
     attrs = {key: np.int32(cfg[key]) for key in CONFIG_KEYS + _KIND_KEYS}
+    attrs["sfa_mn_major"] = np.int32(spec.sfa_mn_major)
     out_type = jax.ShapeDtypeStruct((l, m, n), jnp.dtype(spec.out_dtype))
     # D = C + A@B in place: XLA aliases C's buffer to D (no copy when the caller donates C).
     c_index = spec.num_operands - 1
@@ -280,14 +284,14 @@ def _cuda_lowering(ctx, *args, spec: GemmSpec):
     def impl(*args):
         a, sfa, b, sfb, c = _split(spec, args)
         if spec.op == "fp8":
-            # The kernel reads scales MN-major ([L, ceil(K/128), rows], rows padded to 4
-            # floats for TMA's 16-byte strides). XLA fuses these small transposes.
-            def mn_major(sf, rows):
-                return jnp.pad(jnp.swapaxes(sf, 1, 2), ((0, 0), (0, 0), (0, align(rows, 4) - rows)))
-
-            sfa = mn_major(sfa, m)
+            # The kernel reads A's scales in either major (strides), so they pass as
+            # stored. 1D1D's B scales go by TMA, N-major ([Lb, ceil(K/128), N] with
+            # rows padded to 4 floats, TMA's 16-byte strides): XLA fuses that small
+            # transpose.
+            if spec.sfa_mn_major:
+                sfa = jnp.swapaxes(sfa, 1, 2)
             if spec.sfb_per_row:
-                sfb = mn_major(sfb, n)
+                sfb = jnp.pad(jnp.swapaxes(sfb, 1, 2), ((0, 0), (0, 0), (0, align(n, 4) - n)))
         operands = [x for x in _join(spec, a, sfa, b, sfb, c)]
         return jax.ffi.ffi_call(_FFI_TARGETS[spec.op], out_type,
                                 input_output_aliases=aliases)(*operands, **attrs)

@@ -9,8 +9,8 @@
 // be shared by all).
 //
 // Work per output tile (BLOCK_M x BLOCK_N, K deep): 2*BM*BN*K FLOPs, loading
-// (BM + BN) * K bytes of operands (plus BM * K/32 of A scales) from L2 into
-// shared memory, writing BM*BN*OUT_BYTES bytes. At 128 x 192 that is 154 FLOP per byte
+// (BM + BN) * K bytes of operands (plus BM * K/32 of A scales) from L2, the
+// operands into shared memory, writing BM*BN*OUT_BYTES bytes. At 128 x 192 that is 154 FLOP per byte
 // loaded: each SM needs ~26 B/clk from L2 at 1000 TFLOPS. DRAM sees far less,
 // since the band rasterization below keeps the panels in flight in L2.
 //
@@ -28,9 +28,13 @@
 //     (of the whole loop, or of the promotion alone: see kSplitPerLoop).
 //     Epilogue (common/sm90_epilogue.cuh): + C, then BF16 or FP32 into swizzled
 //     shared memory and TMA stores, which overlap the next tile's main loop.
-//   - the last warpgroup (producer): one thread issues the TMA loads of A, B, the
-//     A scales (and 1D1D's B scales) of each stage into a NUM_STAGES-deep ring
+//   - the last warpgroup (producer): one thread issues the TMA loads of A, B (and
+//     1D1D's B scales) of each stage into a NUM_STAGES-deep ring
 //     (common/sm90_pipeline.cuh).
+//   A's scales (two per thread per K block) and 1D2D's B scales (one to three) are
+//   read by the math threads from global memory, one K block ahead. A's come in
+//   either major through two strides, so neither layout costs the caller a
+//   transpose (at small M that separate kernel cost as much as a third of the GEMM).
 // Registers are rebalanced with setmaxnreg: producer 56, math 224. The sum must
 // equal what the CTA holds at entry (168 x 384): an increase waits for registers
 // that a decrease has freed, so asking for more than that hangs.
@@ -195,13 +199,12 @@ struct Fp8GemmLayout {
   static constexpr unsigned SMEM_D = BLOCK_M / 64 * epilogue_smem_bytes<EPILOGUE_RING, BLOCK_N, OUT_BYTES>();
   static constexpr unsigned SMEM_A = BLOCK_M * BLOCK_K;
   static constexpr unsigned SMEM_B = BLOCK_N * BLOCK_K;
-  static constexpr unsigned SMEM_SFA = BLOCK_M * 4;
   // TMA writes shared memory at 128-byte aligned addresses: pad each stage's B scales.
   static constexpr unsigned SMEM_SFB = SFB_PER_ROW ? (BLOCK_N * 4 + 127) / 128 * 128 : 0;
   static constexpr unsigned SMEM_BARRIERS = NUM_STAGES * 2 * 8;
   // +1024: the dynamic shared memory base is aligned up to 1024 at run time.
   static constexpr unsigned SMEM_TOTAL =
-      1024 + SMEM_D + NUM_STAGES * (SMEM_A + SMEM_B + SMEM_SFA + SMEM_SFB) + SMEM_BARRIERS;
+      1024 + SMEM_D + NUM_STAGES * (SMEM_A + SMEM_B + SMEM_SFB) + SMEM_BARRIERS;
 };
 
 template <class Wgmma, unsigned BLOCK_M, unsigned BLOCK_N, unsigned NUM_STAGES, unsigned STORE_N,
@@ -229,7 +232,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   static_assert(A_ROWS_PER_CTA % 8 == 0, "each multicast half of A keeps whole 8-row swizzle atoms");
   static_assert(B_ROWS_PER_CTA % 8 == 0, "each multicast half of B keeps whole 8-row swizzle atoms");
 
-  // Shared memory: [D staging][A x stages][B x stages][SFA x stages][SFB x stages][barriers]
+  // Shared memory: [D staging][A x stages][B x stages][SFB x stages][barriers]
   // Aligned in the shared window (a link-time constant), not through the generic
   // pointer, which would cost the math loop a rebuild of the window base per K block.
   extern __shared__ __align__(1024) uint8_t smem_raw[];
@@ -238,8 +241,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   uint8_t* smem_d = smem;
   uint8_t* smem_a = smem_d + Layout::SMEM_D;
   uint8_t* smem_b = smem_a + NUM_STAGES * Layout::SMEM_A;
-  float* smem_sfa = reinterpret_cast<float*>(smem_b + NUM_STAGES * Layout::SMEM_B);
-  float* smem_sfb = smem_sfa + NUM_STAGES * BLOCK_M;
+  float* smem_sfb = reinterpret_cast<float*>(smem_b + NUM_STAGES * Layout::SMEM_B);
   uint64_t* full = reinterpret_cast<uint64_t*>(reinterpret_cast<uint8_t*>(smem_sfb) + NUM_STAGES * Layout::SMEM_SFB);
   uint64_t* empty = full + NUM_STAGES;
 
@@ -252,7 +254,6 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   if (threadIdx.x == 0) {
     prefetch_tma(&p.tma_a);
     prefetch_tma(&p.tma_b);
-    prefetch_tma(&p.tma_sfa);
     if constexpr (SFB_PER_ROW) prefetch_tma(&p.tma_sfb);
     prefetch_tma(&p.tma_d);
   }
@@ -263,7 +264,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
     if constexpr (NUM_MATH_WG > 1) cutlass::arch::warpgroup_reg_dealloc<kProducerRegs>();
     if (threadIdx.x == NUM_MATH_THREADS) {
       // What TMA delivers per stage (the B scales' padding is never written).
-      constexpr unsigned STAGE_BYTES = Layout::SMEM_A + Layout::SMEM_B + Layout::SMEM_SFA + (SFB_PER_ROW ? BLOCK_N * 4 : 0);
+      constexpr unsigned STAGE_BYTES = Layout::SMEM_A + Layout::SMEM_B + (SFB_PER_ROW ? BLOCK_N * 4 : 0);
       unsigned it = 0;
       for (unsigned tile = first_tile; tile < sched.num_tiles; tile += tile_stride) {
         unsigned l, m_block, n_block;
@@ -292,8 +293,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
             tma_load_3d_multicast(&p.tma_b, &full[s], CLUSTER_MASK, b + rank * B_ROWS_PER_CTA * BLOCK_K, k0,
                                   n0 + static_cast<int>(rank * B_ROWS_PER_CTA), lb);
           }
-          // The scales: each CTA loads its own copy (they are small).
-          tma_load_3d(&p.tma_sfa, &full[s], smem_sfa + s * BLOCK_M, m0, static_cast<int>(kb), static_cast<int>(l));
+          // 1D1D's column scales: each CTA loads its own copy (they are small).
           if constexpr (SFB_PER_ROW)
             tma_load_3d(&p.tma_sfb, &full[s], smem_sfb + s * (Layout::SMEM_SFB / 4), n0, static_cast<int>(kb), lb);
         }
@@ -317,8 +317,6 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
     const uint32_t desc_a0 =
         keep_in_register(k_major_sw128_desc_lo(smem_u32 + (smem_a - smem) + warp_group * 64 * BLOCK_K));
     const uint32_t desc_b0 = keep_in_register(k_major_sw128_desc_lo(smem_u32 + (smem_b - smem)));
-    const uint32_t sfa0 =
-        keep_in_register(smem_u32 + (reinterpret_cast<uint8_t*>(smem_sfa) - smem) + (warp_group * 64 + row0) * 4);
     const uint32_t sfb_row0 = smem_u32 + (reinterpret_cast<uint8_t*>(smem_sfb) - smem);
     const uint32_t full0 = smem_u32 + (reinterpret_cast<uint8_t*>(full) - smem);
     const uint32_t empty0 = smem_u32 + (reinterpret_cast<uint8_t*>(empty) - smem);
@@ -339,17 +337,25 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
       // The B scales of K block kb are at sfb_tile[kb] (+ sfb_next for the next block row).
       const float* sfb_tile = p.sfb + ((p.b_batched ? l : 0) * num_nb + nb0) * num_k_blocks;
       const unsigned sfb_next1 = (nb1 - nb0) * num_k_blocks, sfb_next2 = (nb2 - nb0) * num_k_blocks;
-      // 1D2D: K block kb's B scales are loaded one block ahead, so the global load's
-      // latency hides under the previous block's WGMMAs.
-      float sb_next[3] = {};
-      auto load_sfb = [&](unsigned kb) {
+      // This thread's two rows of A's scales (rows past M read row M - 1: their
+      // results are never stored).
+      const unsigned r0 = m_block * BLOCK_M + warp_group * 64 + row0;
+      const float* sfa_tile = p.sfa + size_t(l) * p.m * num_k_blocks;
+      const float* sfa_r0 = sfa_tile + size_t(min(r0, p.m - 1)) * p.sfa_row_stride;
+      const float* sfa_r1 = sfa_tile + size_t(min(r0 + 8, p.m - 1)) * p.sfa_row_stride;
+      // K block kb's scales are loaded one block ahead, so the global loads' latency
+      // hides under the previous block's WGMMAs.
+      float sa_next[2], sb_next[3] = {};
+      auto load_scales = [&](unsigned kb) {
+        sa_next[0] = __ldg(sfa_r0 + kb * p.sfa_kb_stride);
+        sa_next[1] = __ldg(sfa_r1 + kb * p.sfa_kb_stride);
         if constexpr (!SFB_PER_ROW) {
           sb_next[0] = __ldg(sfb_tile + kb);
           sb_next[1] = __ldg(sfb_tile + sfb_next1 + kb);
           sb_next[2] = tile_may_cross_three_scale_blocks<BLOCK_N>() ? __ldg(sfb_tile + sfb_next2 + kb) : sb_next[1];
         }
       };
-      load_sfb(0);
+      load_scales(0);
 
 #pragma unroll
       for (unsigned i = 0; i < NUM_ACC; ++i) final_acc[i] = 0.0f;
@@ -358,11 +364,10 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
       // block's position and scales.
       auto issue = [&](unsigned kb, float(&acc)[NUM_ACC]) {
         KBlock blk = pos;
+        blk.sa0 = sa_next[0], blk.sa1 = sa_next[1];
         blk.sb0 = sb_next[0], blk.sb1 = sb_next[1], blk.sb2 = sb_next[2];
-        load_sfb(min(kb + 1, num_k_blocks - 1));
+        load_scales(min(kb + 1, num_k_blocks - 1));
         wait_barrier(full0 + blk.stage * 8, blk.phase);
-        blk.sa0 = ld_shared_f32(sfa0 + blk.stage * BLOCK_M * 4);
-        blk.sa1 = ld_shared_f32(sfa0 + blk.stage * BLOCK_M * 4 + 8 * 4);
         issue_wgmma_batch<Wgmma>(desc_a0 + blk.stage * (Layout::SMEM_A / 16),
                                  desc_b0 + blk.stage * (Layout::SMEM_B / 16), acc);
         if (++pos.stage == NUM_STAGES) pos.stage = 0, pos.phase ^= 1;
