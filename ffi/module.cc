@@ -33,6 +33,7 @@ nb::dict config_to_dict(const heuristics::GemmConfig& c) {
   d["num_sms"] = c.num_sms;
   d["cluster_m"] = c.cluster_m;
   d["cluster_n"] = c.cluster_n;
+  d["k_split"] = c.k_split;
   d["smem_bytes"] = c.smem_bytes;
   d["sfb_per_row"] = int(c.kind.sfb_per_row);
   d["a_mn_major"] = int(c.kind.a_mn_major);
@@ -62,8 +63,9 @@ heuristics::GemmConfig config_from_dict(const nb::dict& d, bool bf16) {
   c.num_sms = nb::cast<int>(d["num_sms"]);
   c.cluster_m = get_int(d, "cluster_m", 1);
   c.cluster_n = get_int(d, "cluster_n", 1);
+  c.k_split = get_int(d, "k_split", 1);
   c.smem_bytes = bf16 ? heuristics::bf16_gemm_smem_bytes(c.block_m, c.block_n, c.num_stages, c.kind)
-                      : heuristics::fp8_gemm_smem_bytes(c.block_m, c.block_n, c.num_stages, c.kind);
+                      : heuristics::fp8_gemm_smem_bytes(c.block_m, c.block_n, c.num_stages, c.kind, c.k_split);
   return c;
 }
 
@@ -167,12 +169,12 @@ NB_MODULE(_C, m) {
 
   m.def(
       "fp8_gemm_smem_bytes",
-      [](int block_m, int block_n, int num_stages, bool sfb_per_row, int out_bytes) {
+      [](int block_m, int block_n, int num_stages, bool sfb_per_row, int out_bytes, int k_split) {
         return heuristics::fp8_gemm_smem_bytes(block_m, block_n, num_stages,
-                                               make_kind(sfb_per_row, false, false, out_bytes, 0));
+                                               make_kind(sfb_per_row, false, false, out_bytes, 0), k_split);
       },
       nb::arg("block_m"), nb::arg("block_n"), nb::arg("num_stages"), nb::arg("sfb_per_row") = false,
-      nb::arg("out_bytes") = 2);
+      nb::arg("out_bytes") = 2, nb::arg("k_split") = 1);
 
   m.def(
       "bf16_gemm_smem_bytes",

@@ -193,11 +193,15 @@ def _config(config_fn, m, n, k, **kw) -> dict:
         return {"error": f"{type(e).__name__}: {e}"}
 
 
+def _flags(c) -> str:
+    """c2: B multicast (cluster_m=2), a2: A multicast (cluster_n=2), k2: K split over two
+    warpgroups (k_split=2)."""
+    return (("c2" if c.get("cluster_m", 1) > 1 else "") + ("a2" if c.get("cluster_n", 1) > 1 else "")
+            + ("k2" if c.get("k_split", 1) > 1 else ""))
+
+
 def _cfg_str(c) -> str:
-    if "error" in c:
-        return "?"
-    return (f"{c['block_m']}x{c['block_n']}x{c['num_stages']}" + ("c2" if c.get("cluster_m", 1) > 1 else "")
-            + ("a2" if c.get("cluster_n", 1) > 1 else ""))
+    return "?" if "error" in c else f"{c['block_m']}x{c['block_n']}x{c['num_stages']}" + _flags(c)
 
 
 # ----------------------------------------------------------------------------- sections
@@ -343,8 +347,7 @@ def sweep_configs(m):
 
 
 def _config_label(c):
-    return (f"{c['block_m']}x{c['block_n']}" + ("c2" if c.get("cluster_m", 1) > 1 else "")
-            + ("a2" if c.get("cluster_n", 1) > 1 else ""))
+    return f"{c['block_m']}x{c['block_n']}" + _flags(c)
 
 
 def sweep(ms, shapes, key):

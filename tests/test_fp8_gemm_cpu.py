@@ -343,7 +343,7 @@ class TestValidation:
         with pytest.raises(ValueError, match=rf"config block_n must be a multiple of 16 in \[16, 256\], got {block_n}"):
             _trace(a, b, config={"block_n": block_n})
 
-    @pytest.mark.parametrize("key", ["cluster_m", "cluster_n"])
+    @pytest.mark.parametrize("key", ["cluster_m", "cluster_n", "k_split"])
     @pytest.mark.parametrize("cluster", [0, 3, 4, -1])
     def test_config_cluster(self, ab, key, cluster):
         a, b = ab
@@ -352,6 +352,7 @@ class TestValidation:
 
     @pytest.mark.parametrize("config", [{}, {"block_m": 64}, {"block_m": 128, "block_n": 96}, {"cluster_m": 2},
                                         {"cluster_n": 2}, {"block_m": 64, "cluster_n": 2},
+                                        {"block_m": 64, "block_n": 112, "k_split": 2},
                                         {"block_n": 16, "num_stages": 4, "store_n": 16, "group_n": 4,
                                          "num_sms": 7}])
     def test_config_valid(self, ab, config):
@@ -446,6 +447,7 @@ class TestFp8GemmConfig:
         ({"cluster_m": 2, "num_sms": 7}, r"cluster_m=2"),
         ({"cluster_n": 2, "num_sms": 7}, r"cluster_n=2, num_sms must be a multiple of 2"),
         ({"cluster_m": 2, "cluster_n": 2}, r"along M .* or along N .*, not both"),
+        ({"block_m": 128, "k_split": 2}, r"k_split=2 .* needs the FP8 kernel and block_m=64"),
     ])
     def test_rejects_impossible_configs(self, config, match):
         with pytest.raises(ValueError, match=match):

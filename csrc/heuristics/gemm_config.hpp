@@ -27,15 +27,16 @@ struct GemmConfig {
   int num_sms = 132;   // the persistent grid size (a multiple of cluster_m)
   int cluster_m = 1;   // 2: CTA pairs on adjacent m-blocks share B by TMA multicast
   int cluster_n = 1;   // 2: CTA pairs on adjacent n-blocks share A by TMA multicast (FP8)
+  int k_split = 1;     // 2 (FP8, block_m = 64): two math warpgroups take alternate K blocks of a tile
   int smem_bytes = 0;
 
-  int num_threads() const { return (block_m / 64) * 128 + 128; }
+  int num_threads() const { return (block_m / 64) * k_split * 128 + 128; }
   int cluster_size() const { return cluster_m * cluster_n; }
 
   std::string str() const {
     std::ostringstream s;
     s << "block_m=" << block_m << " block_n=" << block_n << " stages=" << num_stages << " store_n=" << store_n
-      << " group_n=" << group_n << " sms=" << num_sms << " cluster_m=" << cluster_m << " cluster_n=" << cluster_n << " smem=" << smem_bytes
+      << " group_n=" << group_n << " sms=" << num_sms << " cluster_m=" << cluster_m << " cluster_n=" << cluster_n << " k_split=" << k_split << " smem=" << smem_bytes
       << " sfb_per_row=" << kind.sfb_per_row << " a_mn_major=" << kind.a_mn_major
       << " b_mn_major=" << kind.b_mn_major << " out_bytes=" << kind.out_bytes << " c_bytes=" << kind.c_bytes;
     return s.str();
@@ -47,15 +48,17 @@ constexpr int kSmemCapacity = 232448;  // bytes of shared memory one SM90 block 
 // The shared memory of a GEMM kernel whose pipeline stage takes `per_stage` bytes,
 // and how its epilogue stages the output (mirrors epilogue_smem_bytes in
 // kernels/common/sm90_epilogue.cuh): the whole tile, unless that does not fit
-// beside the stages, then a ring of two 8 KiB slots per math warpgroup.
-inline bool epilogue_ring(int block_m, int block_n, int stages, int per_stage, int out_bytes) {
-  return 1024 + block_m * block_n * out_bytes + stages * (per_stage + 16) > kSmemCapacity;
+// beside the stages, then a ring of two 8 KiB slots per math warpgroup. `fixed`:
+// other bytes the kernel keeps outside the stages.
+inline bool epilogue_ring(int block_m, int block_n, int stages, int per_stage, int out_bytes, int fixed = 0) {
+  return 1024 + fixed + block_m * block_n * out_bytes + stages * (per_stage + 16) > kSmemCapacity;
 }
 
-inline int gemm_smem_bytes(int block_m, int block_n, int stages, int per_stage, int out_bytes) {
-  const int staging = epilogue_ring(block_m, block_n, stages, per_stage, out_bytes) ? block_m / 64 * 2 * 64 * 128
-                                                                                    : block_m * block_n * out_bytes;
-  return 1024 + staging + stages * (per_stage + 16);
+inline int gemm_smem_bytes(int block_m, int block_n, int stages, int per_stage, int out_bytes, int fixed = 0) {
+  const int staging = epilogue_ring(block_m, block_n, stages, per_stage, out_bytes, fixed)
+                          ? block_m / 64 * 2 * 64 * 128
+                          : block_m * block_n * out_bytes;
+  return 1024 + fixed + staging + stages * (per_stage + 16);
 }
 
 inline int ceil_div(int64_t a, int64_t b) { return static_cast<int>((a + b - 1) / b); }
@@ -67,11 +70,11 @@ inline int store_width(int block_n, int out_bytes) {
   return 0;
 }
 
-// The most pipeline stages (up to 8) whose shared memory, `smem_bytes(stages)`, fits.
+// The most pipeline stages (up to `limit`) whose shared memory, `smem_bytes(stages)`, fits.
 template <class SmemBytes>
-int max_stages(SmemBytes smem_bytes, int capacity) {
+int max_stages(SmemBytes smem_bytes, int capacity, int limit = 8) {
   int stages = 0;
-  while (stages < 8 && smem_bytes(stages + 1) <= capacity) ++stages;
+  while (stages < limit && smem_bytes(stages + 1) <= capacity) ++stages;
   return stages;
 }
 

@@ -35,7 +35,8 @@ from jaxgemm.quantization import align, ceil_div
 __all__ = ["GemmSpec", "gemm_p", "gemm_config", "CONFIG_KEYS", "normalize_config"]
 
 SMEM_CAPACITY = 232448  # bytes of shared memory one SM90 block may use
-CONFIG_KEYS = ("block_m", "block_n", "num_stages", "store_n", "group_n", "num_sms", "cluster_m", "cluster_n")
+CONFIG_KEYS = ("block_m", "block_n", "num_stages", "store_n", "group_n", "num_sms", "cluster_m", "cluster_n",
+               "k_split")
 _KIND_KEYS = ("sfb_per_row", "a_mn_major", "b_mn_major", "out_bytes", "c_bytes")
 _FFI_TARGETS = {"fp8": "jaxgemm_fp8_gemm", "bf16": "jaxgemm_bf16_gemm"}
 
@@ -126,6 +127,7 @@ _CONFIG_RULES = {
     "num_sms": (lambda v: v >= 1, "positive"),
     "cluster_m": (lambda v: v in (1, 2), "1 or 2"),
     "cluster_n": (lambda v: v in (1, 2), "1 or 2"),
+    "k_split": (lambda v: v in (1, 2), "1 or 2"),
 }
 
 
@@ -136,11 +138,11 @@ def _kind(spec: GemmSpec) -> dict:
                 c_bytes=c_bytes)
 
 
-def _smem_bytes(spec: GemmSpec, ext, block_m, block_n, stages) -> int:
+def _smem_bytes(spec: GemmSpec, ext, block_m, block_n, stages, k_split=1) -> int:
     kind = _kind(spec)
     if spec.op == "fp8":
         return ext.fp8_gemm_smem_bytes(block_m, block_n, stages, bool(kind["sfb_per_row"]),
-                                       kind["out_bytes"])
+                                       kind["out_bytes"], k_split)
     return ext.bf16_gemm_smem_bytes(block_m, block_n, stages, kind["out_bytes"])
 
 
@@ -177,6 +179,11 @@ def gemm_config(spec: GemmSpec, m: int, n: int, k: int, batches: int = 1, *,
     if spec.op == "bf16" and cfg["cluster_n"] != 1:
         raise ValueError(f"{op_name}: config cluster_n=2 (A multicast) is implemented for the FP8 "
                          "GEMMs only; use cluster_m=2")
+    if "k_split" not in overrides and cfg["block_m"] != 64:
+        cfg["k_split"] = 1  # the heuristic's K split is for its 64-row tiles
+    if cfg["k_split"] != 1 and (spec.op != "fp8" or cfg["block_m"] != 64):
+        raise ValueError(f"{op_name}: config k_split=2 (two warpgroups on alternate K blocks of a "
+                         "64-row tile) needs the FP8 kernel and block_m=64")
     if "store_n" not in overrides:
         cfg["store_n"] = next(w for w in (64, 32, 16, 8)
                               if w * kind["out_bytes"] <= 128 and cfg["block_n"] % w == 0)
@@ -185,10 +192,10 @@ def gemm_config(spec: GemmSpec, m: int, n: int, k: int, batches: int = 1, *,
                          f"{spec.out_dtype} output")
     if cfg["num_sms"] > num_sms and "num_sms" in overrides:
         raise ValueError(f"{op_name}: config num_sms={cfg['num_sms']} exceeds the {num_sms} SMs")
-    if "num_stages" not in overrides:
-        stages = 0
-        while stages < 8 and _smem_bytes(spec, ext, cfg["block_m"], cfg["block_n"],
-                                         stages + 1) <= SMEM_CAPACITY:
+    if "num_stages" not in overrides:  # as deep as the heuristic would go (k_split: 16)
+        stages, limit = 0, 16 if cfg["k_split"] > 1 else 8
+        while stages < limit and _smem_bytes(spec, ext, cfg["block_m"], cfg["block_n"],
+                                         stages + 1, cfg["k_split"]) <= SMEM_CAPACITY:
             stages += 1
         cfg["num_stages"] = stages
     cluster_m, cluster_n = cfg["cluster_m"], cfg["cluster_n"]
@@ -201,7 +208,8 @@ def gemm_config(spec: GemmSpec, m: int, n: int, k: int, batches: int = 1, *,
         raise ValueError(f"{op_name}: config {overrides}: with cluster_m={cluster_m} and "
                          f"cluster_n={cluster_n}, num_sms must be a multiple of {cluster} and "
                          f"block_n / 8 of {cluster_m}")
-    cfg["smem_bytes"] = _smem_bytes(spec, ext, cfg["block_m"], cfg["block_n"], cfg["num_stages"])
+    cfg["smem_bytes"] = _smem_bytes(spec, ext, cfg["block_m"], cfg["block_n"], cfg["num_stages"],
+                                    cfg["k_split"])
     if cfg["smem_bytes"] > SMEM_CAPACITY or cfg["num_stages"] < 1:
         raise ValueError(f"{op_name}: config {overrides} needs {cfg['smem_bytes']} bytes of shared "
                          f"memory, more than the {SMEM_CAPACITY} an SM90 block can have")

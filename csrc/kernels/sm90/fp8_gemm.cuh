@@ -39,6 +39,12 @@
 // equal what the CTA holds at entry (168 x 384): an increase waits for registers
 // that a decrease has freed, so asking for more than that hangs.
 //
+// K_SPLIT = 2 (BLOCK_M = 64): two math warpgroups share one 64-row tile, each taking
+// every other K block into its own accumulators; the second hands its sums to the
+// first through shared memory, which stores the tile. At small M a tile's time is
+// its chain of K blocks, each bound by the loop's instruction latency, not by the
+// tensor cores: two chains per SM halve it.
+//
 // Clusters of 2 share an operand by TMA multicast: with CLUSTER_M = 2 the two CTAs
 // take adjacent m-blocks of the same n-block and each loads half of the shared B
 // tile into both; with CLUSTER_N = 2 they take adjacent n-blocks of the same
@@ -193,7 +199,7 @@ __device__ __forceinline__ void promote_per_column(float (&final_acc)[NUM_ACC], 
 }
 
 template <unsigned BLOCK_M, unsigned BLOCK_N, unsigned NUM_STAGES, bool SFB_PER_ROW, unsigned OUT_BYTES,
-          bool EPILOGUE_RING>
+          bool EPILOGUE_RING, unsigned K_SPLIT>
 struct Fp8GemmLayout {
   static constexpr unsigned BLOCK_K = 128;
   static constexpr unsigned SMEM_D = BLOCK_M / 64 * epilogue_smem_bytes<EPILOGUE_RING, BLOCK_N, OUT_BYTES>();
@@ -201,23 +207,26 @@ struct Fp8GemmLayout {
   static constexpr unsigned SMEM_B = BLOCK_N * BLOCK_K;
   // TMA writes shared memory at 128-byte aligned addresses: pad each stage's B scales.
   static constexpr unsigned SMEM_SFB = SFB_PER_ROW ? (BLOCK_N * 4 + 127) / 128 * 128 : 0;
+  // K_SPLIT: the second warpgroup's FP32 sums, handed to the first.
+  static constexpr unsigned SMEM_SUMS = K_SPLIT > 1 ? 64 * BLOCK_N * 4 : 0;
   static constexpr unsigned SMEM_BARRIERS = NUM_STAGES * 2 * 8;
   // +1024: the dynamic shared memory base is aligned up to 1024 at run time.
   static constexpr unsigned SMEM_TOTAL =
-      1024 + SMEM_D + NUM_STAGES * (SMEM_A + SMEM_B + SMEM_SFB) + SMEM_BARRIERS;
+      1024 + SMEM_D + SMEM_SUMS + NUM_STAGES * (SMEM_A + SMEM_B + SMEM_SFB) + SMEM_BARRIERS;
 };
 
 template <class Wgmma, unsigned BLOCK_M, unsigned BLOCK_N, unsigned NUM_STAGES, unsigned STORE_N,
-          unsigned GROUP_N, unsigned CLUSTER_M, unsigned CLUSTER_N, bool SFB_PER_ROW, unsigned OUT_BYTES,
-          unsigned C_BYTES,
-          bool EPILOGUE_RING>
+          unsigned GROUP_N, unsigned CLUSTER_M, unsigned CLUSTER_N, unsigned K_SPLIT, bool SFB_PER_ROW,
+          unsigned OUT_BYTES, unsigned C_BYTES, bool EPILOGUE_RING>
 __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
-  using Layout = Fp8GemmLayout<BLOCK_M, BLOCK_N, NUM_STAGES, SFB_PER_ROW, OUT_BYTES, EPILOGUE_RING>;
+  using Layout = Fp8GemmLayout<BLOCK_M, BLOCK_N, NUM_STAGES, SFB_PER_ROW, OUT_BYTES, EPILOGUE_RING, K_SPLIT>;
   constexpr unsigned BLOCK_K = Layout::BLOCK_K;
-  constexpr unsigned NUM_MATH_WG = BLOCK_M / 64;
+  constexpr unsigned ROW_WG = BLOCK_M / 64;          // warpgroups across the tile's rows
+  constexpr unsigned NUM_MATH_WG = ROW_WG * K_SPLIT;  // ... times those along K
   constexpr unsigned NUM_MATH_THREADS = NUM_MATH_WG * 128;
   constexpr unsigned NUM_ACC = BLOCK_N / 2;  // f32 accumulators per thread for m64nN
   static_assert(BLOCK_M == 64 || BLOCK_M == 128, "one or two math warpgroups of 64 rows");
+  static_assert(K_SPLIT == 1 || (K_SPLIT == 2 && BLOCK_M == 64), "K is split over two warpgroups at BLOCK_M = 64");
   // Two accumulator sets where the registers allow: promoted, in flight and final
   // take 3 x NUM_ACC of the 224 each math warpgroup gets (checked: no spills).
   constexpr bool TWO_ACC = kTwoAccumulatorSets(BLOCK_N, SFB_PER_ROW);
@@ -232,14 +241,15 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   static_assert(A_ROWS_PER_CTA % 8 == 0, "each multicast half of A keeps whole 8-row swizzle atoms");
   static_assert(B_ROWS_PER_CTA % 8 == 0, "each multicast half of B keeps whole 8-row swizzle atoms");
 
-  // Shared memory: [D staging][A x stages][B x stages][SFB x stages][barriers]
+  // Shared memory: [D staging][sums][A x stages][B x stages][SFB x stages][barriers]
   // Aligned in the shared window (a link-time constant), not through the generic
   // pointer, which would cost the math loop a rebuild of the window base per K block.
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   const uint32_t smem_raw_u32 = smem_addr(smem_raw);
   uint8_t* smem = smem_raw + (((smem_raw_u32 + 1023) & ~1023u) - smem_raw_u32);
   uint8_t* smem_d = smem;
-  uint8_t* smem_a = smem_d + Layout::SMEM_D;
+  float* smem_sums = reinterpret_cast<float*>(smem_d + Layout::SMEM_D);
+  uint8_t* smem_a = smem_d + Layout::SMEM_D + Layout::SMEM_SUMS;
   uint8_t* smem_b = smem_a + NUM_STAGES * Layout::SMEM_A;
   float* smem_sfb = reinterpret_cast<float*>(smem_b + NUM_STAGES * Layout::SMEM_B);
   uint64_t* full = reinterpret_cast<uint64_t*>(reinterpret_cast<uint8_t*>(smem_sfb) + NUM_STAGES * Layout::SMEM_SFB);
@@ -257,7 +267,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
     if constexpr (SFB_PER_ROW) prefetch_tma(&p.tma_sfb);
     prefetch_tma(&p.tma_d);
   }
-  init_pipeline<NUM_STAGES, CLUSTER, NUM_MATH_WG>(full, empty);
+  init_pipeline<NUM_STAGES, CLUSTER, ROW_WG>(full, empty);  // a stage is read by one K slice's warpgroups
 
   if (warp_group == NUM_MATH_WG) {
     // ---------------------------------------------------------------- producer
@@ -305,9 +315,11 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
     if constexpr (NUM_MATH_WG > 1) cutlass::arch::warpgroup_reg_alloc<kMathRegs>();
     const unsigned t = threadIdx.x % 128;
     const unsigned warp = t / 32, lane = t % 32;
+    const unsigned row_wg = warp_group % ROW_WG;  // this warpgroup's 64 rows of the tile
+    const unsigned k_slice = warp_group / ROW_WG;  // its K blocks: k_slice, k_slice + K_SPLIT, ...
     const unsigned row0 = warp * 16 + lane / 4;  // this thread's rows: row0, row0 + 8 (of the WG's 64)
     const unsigned num_nb = (p.n + 127) / 128;
-    uint8_t* smem_d_wg = smem_d + warp_group * epilogue_smem_bytes<EPILOGUE_RING, BLOCK_N, OUT_BYTES>();
+    uint8_t* smem_d_wg = smem_d + row_wg * epilogue_smem_bytes<EPILOGUE_RING, BLOCK_N, OUT_BYTES>();
     unsigned store_seq = 0;  // chunks stored by this warpgroup
 
     // Stage 0's WGMMA descriptors and this thread's A-scale address; stage s is a
@@ -315,12 +327,22 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
     // which keeps the address work between two K blocks' WGMMAs short.
     const uint32_t smem_u32 = keep_in_register(smem_addr(smem));
     const uint32_t desc_a0 =
-        keep_in_register(k_major_sw128_desc_lo(smem_u32 + (smem_a - smem) + warp_group * 64 * BLOCK_K));
+        keep_in_register(k_major_sw128_desc_lo(smem_u32 + (smem_a - smem) + row_wg * 64 * BLOCK_K));
     const uint32_t desc_b0 = keep_in_register(k_major_sw128_desc_lo(smem_u32 + (smem_b - smem)));
     const uint32_t sfb_row0 = smem_u32 + (reinterpret_cast<uint8_t*>(smem_sfb) - smem);
     const uint32_t full0 = smem_u32 + (reinterpret_cast<uint8_t*>(full) - smem);
     const uint32_t empty0 = smem_u32 + (reinterpret_cast<uint8_t*>(empty) - smem);
-    KBlock pos{0, 0};  // pipeline position (stage, phase), carried across tiles
+    KBlock tile_pos{0, 0};  // pipeline position (stage, phase) of the tile's first K block
+    // Moves a pipeline position n stages on (n <= NUM_STAGES in the K loop: one wrap).
+    auto advance = [](KBlock& q, unsigned n) {
+      const unsigned s = q.stage + n;
+      q.phase ^= (s / NUM_STAGES) & 1;
+      q.stage = s % NUM_STAGES;
+    };
+    auto advance_one_slice = [](KBlock& q) {
+      q.stage += K_SPLIT;
+      if (q.stage >= NUM_STAGES) q.stage -= NUM_STAGES, q.phase ^= 1;
+    };
 
     float final_acc[NUM_ACC];
     for (unsigned tile = first_tile; tile < sched.num_tiles; tile += tile_stride) {
@@ -339,7 +361,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
       const unsigned sfb_next1 = (nb1 - nb0) * num_k_blocks, sfb_next2 = (nb2 - nb0) * num_k_blocks;
       // This thread's two rows of A's scales (rows past M read row M - 1: their
       // results are never stored).
-      const unsigned r0 = m_block * BLOCK_M + warp_group * 64 + row0;
+      const unsigned r0 = m_block * BLOCK_M + row_wg * 64 + row0;
       const float* sfa_tile = p.sfa + size_t(l) * p.m * num_k_blocks;
       const float* sfa_r0 = sfa_tile + size_t(min(r0, p.m - 1)) * p.sfa_row_stride;
       const float* sfa_r1 = sfa_tile + size_t(min(r0 + 8, p.m - 1)) * p.sfa_row_stride;
@@ -355,7 +377,12 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
           sb_next[2] = tile_may_cross_three_scale_blocks<BLOCK_N>() ? __ldg(sfb_tile + sfb_next2 + kb) : sb_next[1];
         }
       };
-      load_scales(0);
+      // This warpgroup's K blocks: kb = k_slice + j * K_SPLIT for j < own_blocks.
+      const unsigned own_blocks = num_k_blocks > k_slice ? (num_k_blocks - k_slice + K_SPLIT - 1) / K_SPLIT : 0;
+      KBlock pos = tile_pos;
+      advance(pos, k_slice);
+      advance(tile_pos, num_k_blocks);
+      if (own_blocks > 0) load_scales(k_slice);
 
 #pragma unroll
       for (unsigned i = 0; i < NUM_ACC; ++i) final_acc[i] = 0.0f;
@@ -366,11 +393,11 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
         KBlock blk = pos;
         blk.sa0 = sa_next[0], blk.sa1 = sa_next[1];
         blk.sb0 = sb_next[0], blk.sb1 = sb_next[1], blk.sb2 = sb_next[2];
-        load_scales(min(kb + 1, num_k_blocks - 1));
         wait_barrier(full0 + blk.stage * 8, blk.phase);
         issue_wgmma_batch<Wgmma>(desc_a0 + blk.stage * (Layout::SMEM_A / 16),
                                  desc_b0 + blk.stage * (Layout::SMEM_B / 16), acc);
-        if (++pos.stage == NUM_STAGES) pos.stage = 0, pos.phase ^= 1;
+        advance_one_slice(pos);
+        load_scales(min(kb + K_SPLIT, num_k_blocks - 1));
         return blk;
       };
       // 1D1D reads per-column scales and has no split: one instance of the loop.
@@ -399,41 +426,60 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
           // Two accumulator sets: K block kb+1's WGMMAs run while kb is promoted.
           // Unrolled by two so that each set stays in its own registers.
           float acc0[NUM_ACC], acc1[NUM_ACC];
-          KBlock blk0 = issue(0, acc0), blk1;
-          unsigned kb = 1;
-          for (; kb + 1 < num_k_blocks; kb += 2) {
-            blk1 = issue(kb, acc1);
-            cute::warpgroup_wait<1>();
-            finish(blk0, acc0);
-            blk0 = issue(kb + 1, acc0);
-            cute::warpgroup_wait<1>();
-            finish(blk1, acc1);
-          }
-          if (kb < num_k_blocks) {  // an even number of blocks: the last goes to acc1
-            blk1 = issue(kb, acc1);
-            cute::warpgroup_wait<1>();
-            finish(blk0, acc0);
-            cute::warpgroup_wait<0>();
-            finish(blk1, acc1);
-          } else {
-            cute::warpgroup_wait<0>();
-            finish(blk0, acc0);
+          if (own_blocks > 0) {
+            KBlock blk0 = issue(k_slice, acc0), blk1;
+            unsigned j = 1;
+            for (; j + 1 < own_blocks; j += 2) {
+              blk1 = issue(k_slice + j * K_SPLIT, acc1);
+              cute::warpgroup_wait<1>();
+              finish(blk0, acc0);
+              blk0 = issue(k_slice + (j + 1) * K_SPLIT, acc0);
+              cute::warpgroup_wait<1>();
+              finish(blk1, acc1);
+            }
+            if (j < own_blocks) {  // an even number of blocks: the last goes to acc1
+              blk1 = issue(k_slice + j * K_SPLIT, acc1);
+              cute::warpgroup_wait<1>();
+              finish(blk0, acc0);
+              cute::warpgroup_wait<0>();
+              finish(blk1, acc1);
+            } else {
+              cute::warpgroup_wait<0>();
+              finish(blk0, acc0);
+            }
           }
         } else {
           float acc[NUM_ACC];
-          for (unsigned kb = 0; kb < num_k_blocks; ++kb) {
-            const KBlock blk = issue(kb, acc);
+          for (unsigned j = 0; j < own_blocks; ++j) {
+            const KBlock blk = issue(k_slice + j * K_SPLIT, acc);
             cute::warpgroup_wait<0>();
             finish(blk, acc);
           }
         }
       });
 
-      const EpilogueCoords at{p.m, p.n, l, m_block * BLOCK_M + warp_group * 64, n0};
-      store_tile<EPILOGUE_RING, BLOCK_N, STORE_N, OUT_BYTES, C_BYTES>(final_acc, smem_d_wg, &p.tma_d, p.c, at, 1 + warp_group,
+      if constexpr (K_SPLIT > 1) {
+        // The K slices' sums meet in the first slice's registers; the second barrier
+        // keeps the next tile from overwriting them before they are read.
+        constexpr unsigned kSumsBarrier = 1 + ROW_WG;  // after the epilogue's (1 + row_wg)
+        if (k_slice > 0) {
+#pragma unroll
+          for (unsigned i = 0; i < NUM_ACC; ++i) smem_sums[i * 128 + t] = final_acc[i];
+        }
+        named_barrier_sync(NUM_MATH_THREADS, kSumsBarrier);
+        if (k_slice == 0) {
+#pragma unroll
+          for (unsigned i = 0; i < NUM_ACC; ++i) final_acc[i] += smem_sums[i * 128 + t];
+        }
+        named_barrier_sync(NUM_MATH_THREADS, kSumsBarrier);
+        if (k_slice > 0) continue;
+      }
+
+      const EpilogueCoords at{p.m, p.n, l, m_block * BLOCK_M + row_wg * 64, n0};
+      store_tile<EPILOGUE_RING, BLOCK_N, STORE_N, OUT_BYTES, C_BYTES>(final_acc, smem_d_wg, &p.tma_d, p.c, at, 1 + row_wg,
                                                       store_seq);
     }
-    if (t == 0) tma_store_wait<0>();
+    if (k_slice == 0 && t == 0) tma_store_wait<0>();
   }
 }
 

@@ -1,0 +1,87 @@
+"""FP8 nt kernel durations per config, from a jax.profiler trace (a development aid).
+
+    python scripts/kernel_sweep.py M [BMxBN[k2][a2][c2][sSTAGES] ...]
+
+(k2: k_split=2, a2: cluster_n=2, c2: cluster_m=2, as the benchmark labels them;
+sSTAGES pins num_stages.)
+
+The benchmark times whole jitted calls, which at small M carries the host's and the
+launches' cost per op; this times the kernels alone (GPU events of the trace), over
+the DeepSeek-V3 shapes, to choose configs on what the kernel itself does.
+"""
+import gzip
+import glob
+import json
+import os
+import re
+import sys
+import tempfile
+
+import jax
+
+import jaxgemm
+from jaxgemm import bench
+
+SHAPES = [(2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168), (7168, 2048)]
+CALLS = 3
+
+
+def _kernel_events(trace_dir):
+    path = max(glob.glob(f"{trace_dir}/**/perfetto_trace.json.gz", recursive=True), key=os.path.getmtime)
+    events = json.load(gzip.open(path))
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    gpu = {e["pid"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"
+           and "GPU" in str(e.get("args", {}).get("name", ""))}
+    return sorted((e for e in events if e.get("ph") == "X" and e["pid"] in gpu
+                   and e["name"].startswith("jaxgemm_sm90_fp8_gemm")), key=lambda e: e["ts"])
+
+
+def _parse(label):
+    bm, bn, flags, stages = re.fullmatch(r"(\d+)x(\d+)((?:k2|a2|c2)*)(?:s(\d+))?", label).groups()
+    config = dict(block_m=int(bm), block_n=int(bn), k_split=2 if "k2" in flags else 1,
+                  cluster_n=2 if "a2" in flags else 1, cluster_m=2 if "c2" in flags else 1)
+    return config | ({"num_stages": int(stages)} if stages else {})
+
+
+def main(argv):
+    m = int(argv[0])
+    configs = [None] + [_parse(c) for c in argv[1:]]
+    labels = ["heur"] + argv[1:]
+    print(f"M={m}: TFLOPS of the kernel alone (mean over {CALLS} calls x sets)")
+    print(f"{'N x K':>12} | " + " ".join(f"{x:>8}" for x in labels) + " | heuristic pick")
+    for n, k in SHAPES:
+        sets = bench._num_sets(bench._fp8_bytes(m, n, k))
+        a, b = map(list, zip(*(bench._gen_fp8(s, m, n, k, False)
+                               for s in bench._set_keys(jax.random.PRNGKey(0), 1, sets))))
+        fns = [jax.jit(lambda a, b, c=c: [jaxgemm.fp8_gemm_nt(x, y, config=c) for x, y in zip(a, b)])
+               for c in configs]
+        ok = []
+        for f in fns:  # compile and warm outside the trace
+            try:
+                jax.block_until_ready(f(a, b))
+                ok.append(True)
+            except Exception:  # noqa: BLE001 (a config that does not fit: reported as '-')
+                ok.append(False)
+        with tempfile.TemporaryDirectory() as d:
+            with jax.profiler.trace(d, create_perfetto_trace=True):
+                for f, good in zip(fns, ok):
+                    if good:
+                        for _ in range(CALLS):
+                            jax.block_until_ready(f(a, b))
+            events = _kernel_events(d)
+        per = CALLS * sets
+        cells, i = [], 0
+        for good in ok:
+            if not good:
+                cells.append("-")
+                continue
+            durs = [e["dur"] for e in events[i:i + per]]
+            i += per
+            cells.append(f"{2 * m * n * k / (sum(durs) / len(durs) * 1e-6) / 1e12:.0f}" if durs else "?")
+        pick = jaxgemm.fp8_gemm_config(m, n, k)
+        print(f"{n:>5} x {k:<5} | " + " ".join(f"{x:>8}" for x in cells)
+              + f" | {bench._cfg_str(pick)}", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
