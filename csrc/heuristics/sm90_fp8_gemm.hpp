@@ -15,10 +15,10 @@
 
 namespace jaxgemm::heuristics {
 
-// Bytes of one pipeline stage: A, B and (1D1D) B's scales, padded for TMA.
+// Bytes of one pipeline stage: A, B, A's scales and (1D1D) B's scales, padded for TMA.
 inline int fp8_gemm_stage_bytes(int block_m, int block_n, const GemmKind& kind) {
   const int sfb = kind.sfb_per_row ? (block_n * 4 + 127) / 128 * 128 : 0;
-  return block_m * 128 + block_n * 128 + sfb;
+  return block_m * 128 + block_n * 128 + block_m * 4 + sfb;
 }
 
 // Where the heuristic splits K over two warpgroups, and how deep their pipeline goes.

@@ -10,12 +10,14 @@
 namespace jaxgemm::sm90 {
 
 // Thread 0 initialises the barriers; then the CTA (or the whole cluster: the peer
-// multicasts into our stages and arrives on our barriers) waits for them.
-template <unsigned NUM_STAGES, unsigned CLUSTER, unsigned NUM_MATH_WG>
+// multicasts into our stages and arrives on our barriers) waits for them. "full"
+// counts the TMA thread's arrival plus EXTRA_FILLERS (threads that fill part of a
+// stage by other means).
+template <unsigned NUM_STAGES, unsigned CLUSTER, unsigned NUM_MATH_WG, unsigned EXTRA_FILLERS = 0>
 __device__ __forceinline__ void init_pipeline(uint64_t* full, uint64_t* empty) {
   if (threadIdx.x == 0) {
     for (unsigned s = 0; s < NUM_STAGES; ++s) {
-      Barrier::init(&full[s], 1);
+      Barrier::init(&full[s], 1 + EXTRA_FILLERS);
       Barrier::init(&empty[s], CLUSTER * NUM_MATH_WG * 4);
     }
     fence_barrier_init();

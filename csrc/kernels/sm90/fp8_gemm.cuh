@@ -30,11 +30,14 @@
 //     shared memory and TMA stores, which overlap the next tile's main loop.
 //   - the last warpgroup (producer): one thread issues the TMA loads of A, B (and
 //     1D1D's B scales) of each stage into a NUM_STAGES-deep ring
-//     (common/sm90_pipeline.cuh).
-//   A's scales (two per thread per K block) and 1D2D's B scales (one to three) are
-//   read by the math threads from global memory, one K block ahead. A's come in
-//   either major through two strides, so neither layout costs the caller a
-//   transpose (at small M that separate kernel cost as much as a third of the GEMM).
+//     (common/sm90_pipeline.cuh); its second warp copies the stage's BLOCK_M A
+//     scales with cp.async, which arrive on the same "full" barrier. A's scales
+//     come in either major through two strides, so neither layout costs the caller
+//     a transpose (at small M that separate kernel cost as much as a third of the
+//     GEMM), and the math loop reads them from shared memory as it did from TMA
+//     (reading them from global memory there cost ~5% at M = 4096).
+//   1D2D's B scales (one to three per K block) are read by the math threads from
+//   global memory, one K block ahead.
 // Registers are rebalanced with setmaxnreg: producer 56, math 224. The sum must
 // equal what the CTA holds at entry (168 x 384): an increase waits for registers
 // that a decrease has freed, so asking for more than that hangs.
@@ -205,6 +208,7 @@ struct Fp8GemmLayout {
   static constexpr unsigned SMEM_D = BLOCK_M / 64 * epilogue_smem_bytes<EPILOGUE_RING, BLOCK_N, OUT_BYTES>();
   static constexpr unsigned SMEM_A = BLOCK_M * BLOCK_K;
   static constexpr unsigned SMEM_B = BLOCK_N * BLOCK_K;
+  static constexpr unsigned SMEM_SFA = BLOCK_M * 4;
   // TMA writes shared memory at 128-byte aligned addresses: pad each stage's B scales.
   static constexpr unsigned SMEM_SFB = SFB_PER_ROW ? (BLOCK_N * 4 + 127) / 128 * 128 : 0;
   // K_SPLIT: the second warpgroup's FP32 sums, handed to the first.
@@ -212,7 +216,7 @@ struct Fp8GemmLayout {
   static constexpr unsigned SMEM_BARRIERS = NUM_STAGES * 2 * 8;
   // +1024: the dynamic shared memory base is aligned up to 1024 at run time.
   static constexpr unsigned SMEM_TOTAL =
-      1024 + SMEM_D + SMEM_SUMS + NUM_STAGES * (SMEM_A + SMEM_B + SMEM_SFB) + SMEM_BARRIERS;
+      1024 + SMEM_D + SMEM_SUMS + NUM_STAGES * (SMEM_A + SMEM_B + SMEM_SFA + SMEM_SFB) + SMEM_BARRIERS;
 };
 
 template <class Wgmma, unsigned BLOCK_M, unsigned BLOCK_N, unsigned NUM_STAGES, unsigned STORE_N,
@@ -241,7 +245,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   static_assert(A_ROWS_PER_CTA % 8 == 0, "each multicast half of A keeps whole 8-row swizzle atoms");
   static_assert(B_ROWS_PER_CTA % 8 == 0, "each multicast half of B keeps whole 8-row swizzle atoms");
 
-  // Shared memory: [D staging][sums][A x stages][B x stages][SFB x stages][barriers]
+  // Shared memory: [D staging][sums][A x stages][B x stages][SFA x stages][SFB x stages][barriers]
   // Aligned in the shared window (a link-time constant), not through the generic
   // pointer, which would cost the math loop a rebuild of the window base per K block.
   extern __shared__ __align__(1024) uint8_t smem_raw[];
@@ -251,7 +255,8 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   float* smem_sums = reinterpret_cast<float*>(smem_d + Layout::SMEM_D);
   uint8_t* smem_a = smem_d + Layout::SMEM_D + Layout::SMEM_SUMS;
   uint8_t* smem_b = smem_a + NUM_STAGES * Layout::SMEM_A;
-  float* smem_sfb = reinterpret_cast<float*>(smem_b + NUM_STAGES * Layout::SMEM_B);
+  float* smem_sfa = reinterpret_cast<float*>(smem_b + NUM_STAGES * Layout::SMEM_B);
+  float* smem_sfb = smem_sfa + NUM_STAGES * BLOCK_M;
   uint64_t* full = reinterpret_cast<uint64_t*>(reinterpret_cast<uint8_t*>(smem_sfb) + NUM_STAGES * Layout::SMEM_SFB);
   uint64_t* empty = full + NUM_STAGES;
 
@@ -267,7 +272,9 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
     if constexpr (SFB_PER_ROW) prefetch_tma(&p.tma_sfb);
     prefetch_tma(&p.tma_d);
   }
-  init_pipeline<NUM_STAGES, CLUSTER, ROW_WG>(full, empty);  // a stage is read by one K slice's warpgroups
+  // A stage is filled by the TMA thread and the 32 scale-copying threads, and read by
+  // one K slice's warpgroups.
+  init_pipeline<NUM_STAGES, CLUSTER, ROW_WG, 32>(full, empty);
 
   if (warp_group == NUM_MATH_WG) {
     // ---------------------------------------------------------------- producer
@@ -309,6 +316,31 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
         }
       }
       drain_pipeline<NUM_STAGES, CLUSTER>(empty, it);
+    } else if (threadIdx.x / 32 == NUM_MATH_THREADS / 32 + 1) {
+      // The second producer warp: each stage's A scales, BLOCK_M / 32 per lane, by
+      // cp.async (rows past M are zeros), then one arrival per lane on "full" once
+      // they land. Many stages' copies are in flight at once.
+      const unsigned lane = threadIdx.x % 32;
+      const uint32_t sfa_smem0 = smem_addr(smem_sfa) + lane * 4;
+      const unsigned num_kb = num_k_blocks;
+      unsigned it = 0;
+      for (unsigned tile = first_tile; tile < sched.num_tiles; tile += tile_stride) {
+        unsigned l, m_block, n_block;
+        sched.get(tile, rank, l, m_block, n_block);
+        const float* sfa_l = p.sfa + size_t(l) * p.m * num_kb;
+        for (unsigned kb = 0; kb < num_kb; ++kb, ++it) {
+          const unsigned s = it % NUM_STAGES;
+          Barrier::wait(&empty[s], ((it / NUM_STAGES) & 1) ^ 1);
+#pragma unroll
+          for (unsigned i = 0; i < BLOCK_M / 32; ++i) {
+            const unsigned row = m_block * BLOCK_M + i * 32 + lane;
+            const unsigned safe_row = row < p.m ? row : 0;
+            cp_async_4(sfa_smem0 + (s * BLOCK_M + i * 32) * 4,
+                       sfa_l + size_t(safe_row) * p.sfa_row_stride + size_t(kb) * p.sfa_kb_stride, row < p.m);
+          }
+          cp_async_arrive(smem_addr(&full[s]));
+        }
+      }
     }
   } else {
     // ------------------------------------------------------------------- math
@@ -332,6 +364,8 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
     const uint32_t sfb_row0 = smem_u32 + (reinterpret_cast<uint8_t*>(smem_sfb) - smem);
     const uint32_t full0 = smem_u32 + (reinterpret_cast<uint8_t*>(full) - smem);
     const uint32_t empty0 = smem_u32 + (reinterpret_cast<uint8_t*>(empty) - smem);
+    const uint32_t sfa0 =
+        keep_in_register(smem_u32 + (reinterpret_cast<uint8_t*>(smem_sfa) - smem) + (row_wg * 64 + row0) * 4);
     KBlock tile_pos{0, 0};  // pipeline position (stage, phase) of the tile's first K block
     // Moves a pipeline position n stages on (n <= NUM_STAGES in the K loop: one wrap).
     auto advance = [](KBlock& q, unsigned n) {
@@ -359,18 +393,10 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
       // The B scales of K block kb are at sfb_tile[kb] (+ sfb_next for the next block row).
       const float* sfb_tile = p.sfb + ((p.b_batched ? l : 0) * num_nb + nb0) * num_k_blocks;
       const unsigned sfb_next1 = (nb1 - nb0) * num_k_blocks, sfb_next2 = (nb2 - nb0) * num_k_blocks;
-      // This thread's two rows of A's scales (rows past M read row M - 1: their
-      // results are never stored).
-      const unsigned r0 = m_block * BLOCK_M + row_wg * 64 + row0;
-      const float* sfa_tile = p.sfa + size_t(l) * p.m * num_k_blocks;
-      const float* sfa_r0 = sfa_tile + size_t(min(r0, p.m - 1)) * p.sfa_row_stride;
-      const float* sfa_r1 = sfa_tile + size_t(min(r0 + 8, p.m - 1)) * p.sfa_row_stride;
-      // K block kb's scales are loaded one block ahead, so the global loads' latency
-      // hides under the previous block's WGMMAs.
-      float sa_next[2], sb_next[3] = {};
+      // 1D2D: K block kb's B scales are loaded one block ahead, so the global load's
+      // latency hides under the previous block's WGMMAs.
+      float sb_next[3] = {};
       auto load_scales = [&](unsigned kb) {
-        sa_next[0] = __ldg(sfa_r0 + kb * p.sfa_kb_stride);
-        sa_next[1] = __ldg(sfa_r1 + kb * p.sfa_kb_stride);
         if constexpr (!SFB_PER_ROW) {
           sb_next[0] = __ldg(sfb_tile + kb);
           sb_next[1] = __ldg(sfb_tile + sfb_next1 + kb);
@@ -391,13 +417,14 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
       // block's position and scales.
       auto issue = [&](unsigned kb, float(&acc)[NUM_ACC]) {
         KBlock blk = pos;
-        blk.sa0 = sa_next[0], blk.sa1 = sa_next[1];
         blk.sb0 = sb_next[0], blk.sb1 = sb_next[1], blk.sb2 = sb_next[2];
+        load_scales(min(kb + K_SPLIT, num_k_blocks - 1));
         wait_barrier(full0 + blk.stage * 8, blk.phase);
+        blk.sa0 = ld_shared_f32(sfa0 + blk.stage * BLOCK_M * 4);
+        blk.sa1 = ld_shared_f32(sfa0 + blk.stage * BLOCK_M * 4 + 8 * 4);
         issue_wgmma_batch<Wgmma>(desc_a0 + blk.stage * (Layout::SMEM_A / 16),
                                  desc_b0 + blk.stage * (Layout::SMEM_B / 16), acc);
         advance_one_slice(pos);
-        load_scales(min(kb + K_SPLIT, num_k_blocks - 1));
         return blk;
       };
       // 1D1D reads per-column scales and has no split: one instance of the loop.
