@@ -44,9 +44,10 @@
 //
 // K_SPLIT = 2 (BLOCK_M = 64): two math warpgroups share one 64-row tile, each taking
 // every other K block into its own accumulators; the second hands its sums to the
-// first through shared memory, which stores the tile. At small M a tile's time is
-// its chain of K blocks, each bound by the loop's instruction latency, not by the
-// tensor cores: two chains per SM halve it.
+// first through shared memory, which stores the tile. At small M each SM has one
+// narrow tile and its serial chain of K blocks; two chains per SM measured 5-19%
+// faster on an H100 at M = 128 with a deeper pipeline (each warpgroup reads every
+// other stage, so each needs its own lookahead): BENCHMARKS.md, session 5.
 //
 // Clusters of 2 share an operand by TMA multicast: with CLUSTER_M = 2 the two CTAs
 // take adjacent m-blocks of the same n-block and each loads half of the shared B
@@ -367,7 +368,8 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
     const uint32_t sfa0 =
         keep_in_register(smem_u32 + (reinterpret_cast<uint8_t*>(smem_sfa) - smem) + (row_wg * 64 + row0) * 4);
     KBlock tile_pos{0, 0};  // pipeline position (stage, phase) of the tile's first K block
-    // Moves a pipeline position n stages on (n <= NUM_STAGES in the K loop: one wrap).
+    // Moves a pipeline position n stages on (the phase flips once per wrap); the K
+    // loop's step, K_SPLIT stages, wraps at most once.
     auto advance = [](KBlock& q, unsigned n) {
       const unsigned s = q.stage + n;
       q.phase ^= (s / NUM_STAGES) & 1;
