@@ -1,17 +1,14 @@
 """Where the time of one benchmark call goes: the kernels a layout's jitted function
 launches, with their durations (a development aid).
 
-    python scripts/diag_kernels.py M N K [layout ...]            # times, HLO to $OUT
-    ncu --clock-control none --profile-from-start off --metrics gpu__time_duration.sum \
-        --csv python scripts/diag_kernels.py M N K nt tt --profile  # one profiled call each
+    python scripts/diag_kernels.py M N K [layout ...] [--trace]
 
 Builds the benchmark's function (one op per distinct input set), times it as the
-benchmark does, writes its optimized HLO under $OUT, and with --profile brackets one
-extra call per layout with cuProfilerStart/Stop so that ncu sees only those kernels.
-With --trace, times the kernels with jax.profiler instead (ncu crashed on JAX programs).
+benchmark does and writes its optimized HLO under $OUT; with --trace it also lists the
+kernels of a few calls with their durations, from a jax.profiler trace (ncu crashed
+on JAX programs).
 """
 import collections
-import ctypes
 import glob
 import gzip
 import json
@@ -44,8 +41,8 @@ VARIANTS = {
 
 
 def main(argv):
-    profile, trace = "--profile" in argv, "--trace" in argv
-    argv = [x for x in argv if x not in ("--profile", "--trace")]
+    trace = "--trace" in argv
+    argv = [x for x in argv if x != "--trace"]
     m, n, k = map(int, argv[:3])
     layouts = argv[3:] or ["nt", "tt"]
     out_dir = os.environ.get("OUT", "gpu-out")
@@ -53,7 +50,6 @@ def main(argv):
     sets = bench._num_sets(bench._fp8_bytes(m, n, k))
     a, b = map(list, zip(*(bench._gen_fp8(s, m, n, k, False) for s in bench._set_keys(jax.random.PRNGKey(0), 1, sets))))
     a_km, b_kn = [bench._swap(p) for p in a], [bench._swap(p) for p in b]
-    cuda = ctypes.CDLL("libcuda.so.1") if profile else None
     a_sk = [(x, s.T) for x, s in a]  # A scales stored [kb, M]
     zero = jnp.zeros((), jnp.uint8)
     for layout in layouts:
@@ -69,13 +65,20 @@ def main(argv):
         t, _ = bench._time_fn(f, args)
         print(f"{layout} M={m} N={n} K={k}: {sets} sets, {t / sets * 1e6:.2f} us per op, "
               f"{2 * m * n * k * sets / t / 1e12:.0f} TFLOPS", flush=True)
-        if profile:
-            jax.block_until_ready(f(*args))
-            cuda.cuProfilerStart()
-            jax.block_until_ready(f(*args))
-            cuda.cuProfilerStop()
         if trace:
             gpu_trace(f, args, f"{out_dir}/trace_{layout}_{m}x{n}x{k}")
+
+
+def gpu_kernel_events(trace_dir, prefix=""):
+    """The GPU kernel events (dicts with name, ts, dur in us) of the newest perfetto trace
+    under `trace_dir`, in time order; only kernels whose name starts with `prefix`."""
+    path = max(glob.glob(f"{trace_dir}/**/perfetto_trace.json.gz", recursive=True), key=os.path.getmtime)
+    events = json.load(gzip.open(path))
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    gpu_pids = {e["pid"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"
+                and "GPU" in str(e.get("args", {}).get("name", ""))}
+    return sorted((e for e in events if e.get("ph") == "X" and e["pid"] in gpu_pids and e.get("dur", 0) > 0
+                   and e["name"].startswith(prefix)), key=lambda e: e["ts"])
 
 
 def gpu_trace(f, args, trace_dir, calls=5):
@@ -86,12 +89,7 @@ def gpu_trace(f, args, trace_dir, calls=5):
     with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
         outs = [f(*args) for _ in range(calls)]
         jax.block_until_ready(outs)
-    path = max(glob.glob(f"{trace_dir}/**/perfetto_trace.json.gz", recursive=True), key=os.path.getmtime)
-    events = json.load(gzip.open(path))
-    events = events["traceEvents"] if isinstance(events, dict) else events
-    gpu_pids = {e["pid"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"
-                and "GPU" in str(e.get("args", {}).get("name", ""))}
-    kernels = [e for e in events if e.get("ph") == "X" and e["pid"] in gpu_pids and e.get("dur", 0) > 0]
+    kernels = gpu_kernel_events(trace_dir)
     if not kernels:
         print("  no GPU events in the trace")
         return

@@ -9,9 +9,6 @@ The benchmark times whole jitted calls, which at small M carries the host's and 
 launches' cost per op; this times the kernels alone (GPU events of the trace), over
 the DeepSeek-V3 shapes, to choose configs on what the kernel itself does.
 """
-import gzip
-import glob
-import json
 import os
 import re
 import sys
@@ -22,18 +19,11 @@ import jax
 import jaxgemm
 from jaxgemm import bench
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from diag_kernels import gpu_kernel_events  # noqa: E402
+
 SHAPES = [(2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168), (7168, 2048)]
 CALLS = 3
-
-
-def _kernel_events(trace_dir):
-    path = max(glob.glob(f"{trace_dir}/**/perfetto_trace.json.gz", recursive=True), key=os.path.getmtime)
-    events = json.load(gzip.open(path))
-    events = events["traceEvents"] if isinstance(events, dict) else events
-    gpu = {e["pid"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"
-           and "GPU" in str(e.get("args", {}).get("name", ""))}
-    return sorted((e for e in events if e.get("ph") == "X" and e["pid"] in gpu
-                   and e["name"].startswith("jaxgemm_sm90_fp8_gemm")), key=lambda e: e["ts"])
 
 
 def _parse(label):
@@ -68,7 +58,7 @@ def main(argv):
                     if good:
                         for _ in range(CALLS):
                             jax.block_until_ready(f(a, b))
-            events = _kernel_events(d)
+            events = gpu_kernel_events(d, "jaxgemm_sm90_fp8_gemm")
         per = CALLS * sets
         cells, i = [], 0
         for good in ok:

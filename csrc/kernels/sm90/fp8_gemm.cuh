@@ -323,13 +323,12 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
       // they land. Many stages' copies are in flight at once.
       const unsigned lane = threadIdx.x % 32;
       const uint32_t sfa_smem0 = smem_addr(smem_sfa) + lane * 4;
-      const unsigned num_kb = num_k_blocks;
       unsigned it = 0;
       for (unsigned tile = first_tile; tile < sched.num_tiles; tile += tile_stride) {
         unsigned l, m_block, n_block;
         sched.get(tile, rank, l, m_block, n_block);
-        const float* sfa_l = p.sfa + size_t(l) * p.m * num_kb;
-        for (unsigned kb = 0; kb < num_kb; ++kb, ++it) {
+        const float* sfa_l = p.sfa + size_t(l) * p.m * num_k_blocks;
+        for (unsigned kb = 0; kb < num_k_blocks; ++kb, ++it) {
           const unsigned s = it % NUM_STAGES;
           Barrier::wait(&empty[s], ((it / NUM_STAGES) & 1) ^ 1);
 #pragma unroll
