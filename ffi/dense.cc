@@ -25,7 +25,7 @@ namespace jaxgemm::ffi_handlers {
 
 // Every config key, as the lowering passes them (np.int32 attributes).
 struct GemmAttrs {
-  int32_t block_m, block_n, num_stages, store_n, group_n, num_sms, cluster_m, cluster_n, k_split;
+  int32_t block_m, block_n, num_stages, store_n, group_n, num_sms, cluster_m, cluster_n, k_split, cluster_k;
   int32_t sfb_per_row, a_mn_major, b_mn_major, out_bytes, c_bytes;
   int32_t sfa_mn_major;  // FP8: A's scales are [L, ceil(K/128), M] (a launch stride, not a kernel variant)
 };
@@ -38,6 +38,7 @@ XLA_FFI_REGISTER_STRUCT_ATTR_DECODING(
     ::xla::ffi::StructMember<int32_t>("store_n"), ::xla::ffi::StructMember<int32_t>("group_n"),
     ::xla::ffi::StructMember<int32_t>("num_sms"), ::xla::ffi::StructMember<int32_t>("cluster_m"),
     ::xla::ffi::StructMember<int32_t>("cluster_n"), ::xla::ffi::StructMember<int32_t>("k_split"),
+    ::xla::ffi::StructMember<int32_t>("cluster_k"),
     ::xla::ffi::StructMember<int32_t>("sfb_per_row"), ::xla::ffi::StructMember<int32_t>("a_mn_major"),
     ::xla::ffi::StructMember<int32_t>("b_mn_major"), ::xla::ffi::StructMember<int32_t>("out_bytes"),
     ::xla::ffi::StructMember<int32_t>("c_bytes"), ::xla::ffi::StructMember<int32_t>("sfa_mn_major"));
@@ -69,6 +70,7 @@ GemmConfig config_from_attrs(const GemmAttrs& a) {
   c.cluster_m = a.cluster_m;
   c.cluster_n = a.cluster_n;
   c.k_split = a.k_split;
+  c.cluster_k = a.cluster_k;
   return c;
 }
 
@@ -76,10 +78,14 @@ GemmConfig config_from_attrs(const GemmAttrs& a) {
 template <class Launcher>
 ffi::ErrorOr<std::unique_ptr<GemmState>> instantiate(GemmConfig config, bool sfa_mn_major, const char* op) {
   try {
-    if (config.cluster_m < 1 || config.cluster_n < 1 || config.cluster_size() > 2 ||
+    const bool split_k_cluster = config.cluster_k > 1;
+    if (config.cluster_m < 1 || config.cluster_n < 1 || config.cluster_m * config.cluster_n > 2 ||
+        !(config.cluster_k == 1 || config.cluster_k == 2 || config.cluster_k == 4) ||
+        (split_k_cluster && config.cluster_m * config.cluster_n != 1) ||
         config.num_sms % config.cluster_size() != 0 || config.block_n % (8 * config.cluster_m) != 0 ||
-        config.block_m % (8 * config.cluster_n) != 0 ||
-        ((config.cluster_n > 1 || config.k_split > 1) && std::is_same_v<Launcher, Sm90Bf16Gemm>))
+        config.block_m % (8 * config.cluster_n) != 0 || config.block_n % (16 * config.cluster_k) != 0 ||
+        config.store_n <= 0 || config.out_block_n() % config.store_n != 0 ||
+        ((config.cluster_n > 1 || config.k_split > 1 || split_k_cluster) && std::is_same_v<Launcher, Sm90Bf16Gemm>))
       return ffi::Unexpected(ffi::Error::InvalidArgument(std::string(op) + ": inconsistent cluster config"));
     if (config.k_split != 1 && !(config.k_split == 2 && config.block_m == 64))
       return ffi::Unexpected(ffi::Error::InvalidArgument(std::string(op) + ": k_split=2 needs block_m=64"));
@@ -98,7 +104,7 @@ ffi::ErrorOr<std::unique_ptr<GemmState>> instantiate(GemmConfig config, bool sfa
 
 ffi::ErrorOr<std::unique_ptr<GemmState>> Fp8GemmInstantiate(GemmAttrs attrs) {
   GemmConfig c = config_from_attrs(attrs);
-  c.smem_bytes = heuristics::fp8_gemm_smem_bytes(c.block_m, c.block_n, c.num_stages, c.kind, c.k_split);
+  c.smem_bytes = heuristics::fp8_gemm_smem_bytes(c.block_m, c.block_n, c.num_stages, c.kind, c.k_split, c.cluster_k);
   return instantiate<Sm90Fp8Gemm>(c, attrs.sfa_mn_major != 0, "jaxgemm fp8_gemm");
 }
 

@@ -34,6 +34,7 @@ nb::dict config_to_dict(const heuristics::GemmConfig& c) {
   d["cluster_m"] = c.cluster_m;
   d["cluster_n"] = c.cluster_n;
   d["k_split"] = c.k_split;
+  d["cluster_k"] = c.cluster_k;
   d["smem_bytes"] = c.smem_bytes;
   d["sfb_per_row"] = int(c.kind.sfb_per_row);
   d["a_mn_major"] = int(c.kind.a_mn_major);
@@ -64,8 +65,10 @@ heuristics::GemmConfig config_from_dict(const nb::dict& d, bool bf16) {
   c.cluster_m = get_int(d, "cluster_m", 1);
   c.cluster_n = get_int(d, "cluster_n", 1);
   c.k_split = get_int(d, "k_split", 1);
+  c.cluster_k = get_int(d, "cluster_k", 1);
   c.smem_bytes = bf16 ? heuristics::bf16_gemm_smem_bytes(c.block_m, c.block_n, c.num_stages, c.kind)
-                      : heuristics::fp8_gemm_smem_bytes(c.block_m, c.block_n, c.num_stages, c.kind, c.k_split);
+                      : heuristics::fp8_gemm_smem_bytes(c.block_m, c.block_n, c.num_stages, c.kind, c.k_split,
+                                                        c.cluster_k);
   return c;
 }
 
@@ -169,12 +172,13 @@ NB_MODULE(_C, m) {
 
   m.def(
       "fp8_gemm_smem_bytes",
-      [](int block_m, int block_n, int num_stages, bool sfb_per_row, int out_bytes, int k_split) {
+      [](int block_m, int block_n, int num_stages, bool sfb_per_row, int out_bytes, int k_split, int cluster_k) {
         return heuristics::fp8_gemm_smem_bytes(block_m, block_n, num_stages,
-                                               make_kind(sfb_per_row, false, false, out_bytes, 0), k_split);
+                                               make_kind(sfb_per_row, false, false, out_bytes, 0), k_split,
+                                               cluster_k);
       },
       nb::arg("block_m"), nb::arg("block_n"), nb::arg("num_stages"), nb::arg("sfb_per_row") = false,
-      nb::arg("out_bytes") = 2, nb::arg("k_split") = 1);
+      nb::arg("out_bytes") = 2, nb::arg("k_split") = 1, nb::arg("cluster_k") = 1);
 
   m.def(
       "bf16_gemm_smem_bytes",

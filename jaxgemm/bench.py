@@ -195,9 +195,10 @@ def _config(config_fn, m, n, k, **kw) -> dict:
 
 def _flags(c) -> str:
     """c2: B multicast (cluster_m=2), a2: A multicast (cluster_n=2), k2: K split over two
-    warpgroups (k_split=2)."""
+    warpgroups (k_split=2), K2 / K4: K split over a cluster of CTAs (cluster_k)."""
     return (("c2" if c.get("cluster_m", 1) > 1 else "") + ("a2" if c.get("cluster_n", 1) > 1 else "")
-            + ("k2" if c.get("k_split", 1) > 1 else ""))
+            + ("k2" if c.get("k_split", 1) > 1 else "")
+            + (f"K{c['cluster_k']}" if c.get("cluster_k", 1) > 1 else ""))
 
 
 def _cfg_str(c) -> str:

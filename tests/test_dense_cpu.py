@@ -581,6 +581,7 @@ class TestBf16GemmConfig:
         ("nt", {"cluster_m": 2, "num_sms": 131}, r"bf16_gemm_nt: config .* num_sms must be a multiple of 2"),
         ("nt", {"cluster_n": 2}, r"bf16_gemm_nt: config cluster_n=2 \(A multicast\) is implemented for the FP8"),
         ("nt", {"block_m": 64, "k_split": 2}, r"bf16_gemm_nt: config k_split=2 .* needs the FP8 kernel"),
+        ("nt", {"block_n": 64, "cluster_k": 2}, r"bf16_gemm_nt: config cluster_k=2 .* needs the FP8 kernel"),
         ("nn", {"block_n": 96}, r"bf16_gemm_nn: config block_n=96 must be a multiple of 64 \(128 with cluster_m=2\) when B is MN-major"),
         ("nn", {"block_n": 192, "cluster_m": 2}, r"must be a multiple of 64 \(128 with cluster_m=2\)"),
         ("tn", {"block_n": 96, "store_n": 64}, r"store_n=64 must divide block_n"),

@@ -142,11 +142,13 @@ def test_fp8_gemm_1d1d_fp32_accumulate(m, n, k):
 @pytest.mark.parametrize("config", [{"block_m": 128, "block_n": 96, "cluster_n": 2},
                                     {"block_m": 64, "block_n": 64, "cluster_n": 2, "num_sms": 4},
                                     {"block_m": 128, "block_n": 128, "cluster_m": 2},
-                                    {"block_m": 64, "block_n": 96, "k_split": 2, "num_sms": 5}])
+                                    {"block_m": 64, "block_n": 96, "k_split": 2, "num_sms": 5},
+                                    {"block_m": 128, "block_n": 64, "cluster_k": 4, "num_sms": 16}])
 def test_fp8_gemm_1d1d_multicast(config):
     """The weight-gradient recipe with A (cluster_n) or B (cluster_m) multicast: the
     per-column B scales are loaded by each CTA of the pair; odd block counts leave dummies.
-    And with K split over two warpgroups (FP32 C added once, by the first)."""
+    And with K split over two warpgroups (FP32 C added once, by the first), or over the
+    CTAs of a cluster (C added once, by the CTA that stores each column slice)."""
     m, n, k = 333, 1160, 1536
     a, b = _fp8_operands(m, n, k, "nt", seed=5, per_row_b=True)
     c = _c(m, n, jnp.bfloat16, seed=m)

@@ -350,9 +350,17 @@ class TestValidation:
         with pytest.raises(ValueError, match=rf"config {key} must be 1 or 2, got {cluster}"):
             _trace(a, b, config={key: cluster})
 
+    @pytest.mark.parametrize("cluster_k", [0, 3, 8, -1])
+    def test_config_cluster_k(self, ab, cluster_k):
+        a, b = ab
+        with pytest.raises(ValueError, match=rf"config cluster_k must be 1, 2 or 4, got {cluster_k}"):
+            _trace(a, b, config={"cluster_k": cluster_k})
+
     @pytest.mark.parametrize("config", [{}, {"block_m": 64}, {"block_m": 128, "block_n": 96}, {"cluster_m": 2},
                                         {"cluster_n": 2}, {"block_m": 64, "cluster_n": 2},
                                         {"block_m": 64, "block_n": 112, "k_split": 2},
+                                        {"block_m": 128, "block_n": 64, "cluster_k": 4},
+                                        {"block_m": 64, "block_n": 64, "k_split": 2, "cluster_k": 2},
                                         {"block_n": 16, "num_stages": 4, "store_n": 16, "group_n": 4,
                                          "num_sms": 7}])
     def test_config_valid(self, ab, config):
@@ -445,9 +453,13 @@ class TestFp8GemmConfig:
         ({"block_n": 96, "store_n": 64}, r"store_n=64 must divide block_n"),
         ({"block_n": 112, "store_n": 32}, r"store_n=32 must divide block_n"),
         ({"cluster_m": 2, "num_sms": 7}, r"cluster_m=2"),
-        ({"cluster_n": 2, "num_sms": 7}, r"cluster_n=2, num_sms must be a multiple of 2"),
+        ({"cluster_n": 2, "num_sms": 7}, r"cluster_n=2 .*num_sms must be a multiple of 2"),
         ({"cluster_m": 2, "cluster_n": 2}, r"along M .* or along N .*, not both"),
         ({"block_m": 128, "k_split": 2}, r"k_split=2 .* needs the FP8 kernel and block_m=64"),
+        ({"block_n": 96, "cluster_k": 4}, r"cluster_k=4 .* block_n a multiple of 64"),
+        ({"cluster_k": 2, "cluster_n": 2}, r"cluster_k=2 .* no multicast"),
+        ({"block_n": 64, "cluster_k": 2, "num_sms": 7}, r"cluster_k=2, num_sms must be a multiple of 2"),
+        ({"block_n": 64, "cluster_k": 2, "store_n": 64}, r"store_n=64 must divide block_n / cluster_k = 32"),
     ])
     def test_rejects_impossible_configs(self, config, match):
         with pytest.raises(ValueError, match=match):

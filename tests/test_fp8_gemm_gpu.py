@@ -69,6 +69,9 @@ def test_fp8_gemm_nt_matches_float64(m, n, k):
     {"block_m": 64, "block_n": 112, "k_split": 2},  # K over two warpgroups; 12 K blocks
     {"block_m": 64, "block_n": 160, "k_split": 2, "num_sms": 5},  # many tiles per CTA
     {"block_m": 64, "block_n": 96, "k_split": 2, "cluster_m": 2, "num_sms": 6},
+    {"block_m": 128, "block_n": 128, "cluster_k": 4},  # K over 4 CTAs of a cluster: 3 K blocks each
+    {"block_m": 128, "block_n": 96, "cluster_k": 2, "num_sms": 6},  # many tiles per cluster
+    {"block_m": 64, "block_n": 64, "cluster_k": 2, "k_split": 2, "num_sms": 4},  # and over 2 warpgroups
 ])
 def test_fp8_gemm_nt_pinned_configs(config):
     m, n, k = 333, 1160, 1536  # partial tiles in M and N, K with a partial 128-block
@@ -80,12 +83,14 @@ def test_fp8_gemm_nt_pinned_configs(config):
 
 @pytest.mark.parametrize("k", [128, 384, 1600])
 @pytest.mark.parametrize("config", [{"block_m": 64, "block_n": 32}, {"block_m": 128, "block_n": 96},
-                                    {"block_m": 64, "block_n": 48, "k_split": 2, "num_sms": 3}])
+                                    {"block_m": 64, "block_n": 48, "k_split": 2, "num_sms": 3},
+                                    {"block_m": 128, "block_n": 64, "cluster_k": 4, "num_sms": 8}])
 def test_fp8_gemm_nt_odd_number_of_k_blocks(config, k):
     """1, 3 and 13 K blocks: the tails of the loop that runs two accumulator sets
     (block_n <= 128), where the last block has no partner; with k_split=2 a single K
     block leaves the second warpgroup none, and the tiles of a CTA start on stages of
-    either parity."""
+    either parity; with cluster_k=4 some CTAs of a cluster get no K block (their
+    partial sums are zeros)."""
     m, n = 200, 360
     a, b = _operands(m, n, k, seed=k)
     _poison((m, n))

@@ -244,7 +244,8 @@ def _instances(configs):
     out = {}
     for kind, cfg, shapes in chosen:
         key = (f"{kind}-m{cfg['block_m']}n{cfg['block_n']}s{cfg['num_stages']}"
-               f"w{cfg['store_n']}g{cfg['group_n']}c{cfg['cluster_m']}a{cfg['cluster_n']}k{cfg['k_split']}")
+               f"w{cfg['store_n']}g{cfg['group_n']}c{cfg['cluster_m']}a{cfg['cluster_n']}k{cfg['k_split']}"
+               f"x{cfg['cluster_k']}")
         assert key not in out, f"two instances named {key}"
         out[key] = (kind, cfg, shapes)
     return out
@@ -265,13 +266,14 @@ def test_bench_configs_are_valid(kind):
         where = (kind, m, n, k, cfg)
         assert cfg["block_m"] in (64, 128), where
         assert cfg["block_n"] % 16 == 0 and 16 <= cfg["block_n"] <= 256, where
-        assert cfg["store_n"] in (8, 16, 32, 64) and cfg["block_n"] % cfg["store_n"] == 0, where
+        ck = cfg["cluster_k"]  # each CTA of a K cluster stores block_n / ck columns
+        assert cfg["store_n"] in (8, 16, 32, 64) and (cfg["block_n"] // ck) % cfg["store_n"] == 0, where
         assert cfg["store_n"] * spec["out_bytes"] <= 128, where  # one TMA store of <= 128 bytes
         assert cfg["num_stages"] >= 3, where
         assert cfg["group_n"] >= 1, where
         if spec["op"] == "fp8":
             smem = ext.fp8_gemm_smem_bytes(cfg["block_m"], cfg["block_n"], cfg["num_stages"],
-                                           spec["sfb_per_row"], spec["out_bytes"], cfg["k_split"])
+                                           spec["sfb_per_row"], spec["out_bytes"], cfg["k_split"], ck)
             assert cfg["k_split"] == 1 or (cfg["k_split"] == 2 and cfg["block_m"] == 64), where
         else:
             smem = ext.bf16_gemm_smem_bytes(cfg["block_m"], cfg["block_n"], cfg["num_stages"],
@@ -281,9 +283,10 @@ def test_bench_configs_are_valid(kind):
         assert cfg["smem_bytes"] == smem <= SMEM_CAPACITY, where
         cm, cn = cfg["cluster_m"], cfg["cluster_n"]
         assert cm in (1, 2) and cn in (1, 2) and cm * cn <= 2, where
-        assert spec["op"] == "fp8" or cn == cfg["k_split"] == 1, where  # A multicast, K split: FP8 only
-        assert cfg["num_sms"] % (cm * cn) == 0 and cfg["block_n"] % (8 * cm) == 0, where
-        ctas = -(-m // (cfg["block_m"] * cm)) * cm * -(-(-(-n // cfg["block_n"])) // cn) * cn
+        assert spec["op"] == "fp8" or cn == cfg["k_split"] == ck == 1, where  # FP8 only
+        assert ck in (1, 2, 4) and (ck == 1 or (cm * cn == 1 and cfg["block_n"] % (16 * ck) == 0)), where
+        assert cfg["num_sms"] % (cm * cn * ck) == 0 and cfg["block_n"] % (8 * cm) == 0, where
+        ctas = -(-m // (cfg["block_m"] * cm)) * cm * -(-(-(-n // cfg["block_n"])) // cn) * cn * ck
         assert 1 <= cfg["num_sms"] <= min(NUM_SMS, ctas), where
         # The config carries the kind it was chosen for (the FFI handler reads it).
         for key in ("sfb_per_row", "a_mn_major", "b_mn_major"):
@@ -354,7 +357,7 @@ def test_bench_kernel_compiles(compiled_bench_kernels, key):
     if spec["op"] == "fp8":
         assert "#include <sm90/fp8_gemm.cuh>" in src
         assert (f"jaxgemm::sm90::fp8_gemm<Wgmma, {head}, {cfg['cluster_m']}, {cfg['cluster_n']}, "
-                f"{cfg['k_split']}, {_bool(spec['sfb_per_row'])}, {spec['out_bytes']}, {spec['c_bytes']}, ") in src, src
+                f"{cfg['k_split']}, {cfg['cluster_k']}, {_bool(spec['sfb_per_row'])}, {spec['out_bytes']}, {spec['c_bytes']}, ") in src, src
         assert f"MMA_64x{bn}x32_F32E4M3E4M3_SS_TN" in src, src
     else:
         majors = ", ".join(f"cute::SM90::GMMA::Major::{'MN' if spec[x] else 'K'}"

@@ -25,18 +25,24 @@ inline int fp8_gemm_stage_bytes(int block_m, int block_n, const GemmKind& kind) 
 constexpr int kMaxKSplitBlockN = 64;
 constexpr int kKSplitMaxStages = 16;
 
-// With k_split = 2, the FP32 sums the second warpgroup hands to the first.
-inline int fp8_gemm_sums_bytes(int block_n, int k_split) { return k_split > 1 ? 64 * block_n * 4 : 0; }
+// Shared memory outside the stages and the output staging: with k_split = 2, the FP32
+// sums the second warpgroup hands to the first; with cluster_k > 1, the CTA's FP32
+// partial tile and the reduction's two barriers.
+inline int fp8_gemm_fixed_bytes(int block_m, int block_n, int k_split, int cluster_k) {
+  return (k_split > 1 ? 64 * block_n * 4 : 0) + (cluster_k > 1 ? block_m * block_n * 4 + 16 : 0);
+}
 
-// The shared memory a config needs; mirrors Fp8GemmLayout in the kernel.
-inline int fp8_gemm_smem_bytes(int block_m, int block_n, int stages, const GemmKind& kind = {}, int k_split = 1) {
-  return gemm_smem_bytes(block_m, block_n, stages, fp8_gemm_stage_bytes(block_m, block_n, kind), kind.out_bytes,
-                         fp8_gemm_sums_bytes(block_n, k_split));
+// The shared memory a config needs; mirrors Fp8GemmLayout in the kernel (with
+// cluster_k, a CTA stages only its block_n / cluster_k columns of the output).
+inline int fp8_gemm_smem_bytes(int block_m, int block_n, int stages, const GemmKind& kind = {}, int k_split = 1,
+                               int cluster_k = 1) {
+  return gemm_smem_bytes(block_m, block_n / cluster_k, stages, fp8_gemm_stage_bytes(block_m, block_n, kind),
+                         kind.out_bytes, fp8_gemm_fixed_bytes(block_m, block_n, k_split, cluster_k));
 }
 
 inline bool fp8_gemm_epilogue_ring(const GemmConfig& c) {
-  return epilogue_ring(c.block_m, c.block_n, c.num_stages, fp8_gemm_stage_bytes(c.block_m, c.block_n, c.kind),
-                       c.kind.out_bytes, fp8_gemm_sums_bytes(c.block_n, c.k_split));
+  return epilogue_ring(c.block_m, c.out_block_n(), c.num_stages, fp8_gemm_stage_bytes(c.block_m, c.block_n, c.kind),
+                       c.kind.out_bytes, fp8_gemm_fixed_bytes(c.block_m, c.block_n, c.k_split, c.cluster_k));
 }
 
 inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_t batches, int num_sms,

@@ -31,7 +31,7 @@ struct Sm90Fp8Gemm {
     src += "  jaxgemm::sm90::fp8_gemm<Wgmma, " + std::to_string(c.block_m) + ", " + bn + ", " +
            std::to_string(c.num_stages) + ", " + std::to_string(c.store_n) + ", " + std::to_string(c.group_n) +
            ", " + std::to_string(c.cluster_m) + ", " + std::to_string(c.cluster_n) + ", " +
-           std::to_string(c.k_split) + ", " +
+           std::to_string(c.k_split) + ", " + std::to_string(c.cluster_k) + ", " +
            bool_str(c.kind.sfb_per_row) + ", " +
            std::to_string(c.kind.out_bytes) + ", " + std::to_string(c.kind.c_bytes) + ", " +
            bool_str(heuristics::fp8_gemm_epilogue_ring(c)) + ">(params);\n}\n";

@@ -36,7 +36,7 @@ __all__ = ["GemmSpec", "gemm_p", "gemm_config", "CONFIG_KEYS", "normalize_config
 
 SMEM_CAPACITY = 232448  # bytes of shared memory one SM90 block may use
 CONFIG_KEYS = ("block_m", "block_n", "num_stages", "store_n", "group_n", "num_sms", "cluster_m", "cluster_n",
-               "k_split")
+               "k_split", "cluster_k")
 _KIND_KEYS = ("sfb_per_row", "a_mn_major", "b_mn_major", "out_bytes", "c_bytes")
 _FFI_TARGETS = {"fp8": "jaxgemm_fp8_gemm", "bf16": "jaxgemm_bf16_gemm"}
 
@@ -128,6 +128,7 @@ _CONFIG_RULES = {
     "cluster_m": (lambda v: v in (1, 2), "1 or 2"),
     "cluster_n": (lambda v: v in (1, 2), "1 or 2"),
     "k_split": (lambda v: v in (1, 2), "1 or 2"),
+    "cluster_k": (lambda v: v in (1, 2, 4), "1, 2 or 4"),
 }
 
 
@@ -138,11 +139,11 @@ def _kind(spec: GemmSpec) -> dict:
                 c_bytes=c_bytes)
 
 
-def _smem_bytes(spec: GemmSpec, ext, block_m, block_n, stages, k_split=1) -> int:
+def _smem_bytes(spec: GemmSpec, ext, block_m, block_n, stages, k_split=1, cluster_k=1) -> int:
     kind = _kind(spec)
     if spec.op == "fp8":
         return ext.fp8_gemm_smem_bytes(block_m, block_n, stages, bool(kind["sfb_per_row"]),
-                                       kind["out_bytes"], k_split)
+                                       kind["out_bytes"], k_split, cluster_k)
     return ext.bf16_gemm_smem_bytes(block_m, block_n, stages, kind["out_bytes"])
 
 
@@ -170,23 +171,30 @@ def gemm_config(spec: GemmSpec, m: int, n: int, k: int, batches: int = 1, *,
     if spec.op == "bf16" and spec.b_mn_major and cfg["block_n"] % (64 * cfg.get("cluster_m", 1)):
         raise ValueError(f"{op_name}: config block_n={cfg['block_n']} must be a multiple of 64 "
                          "(128 with cluster_m=2) when B is MN-major")
-    for key in ("cluster_m", "cluster_n"):
+    for key in ("cluster_m", "cluster_n", "cluster_k"):
         if key not in overrides:
-            cfg[key] = 1  # with a pinned config, multicast only where asked for
+            cfg[key] = 1  # with a pinned config, clusters only where asked for
     if cfg["cluster_m"] * cfg["cluster_n"] > 2:
         raise ValueError(f"{op_name}: config {overrides}: a cluster pairs CTAs along M (cluster_m=2, "
                          "B multicast) or along N (cluster_n=2, A multicast), not both")
     if spec.op == "bf16" and cfg["cluster_n"] != 1:
         raise ValueError(f"{op_name}: config cluster_n=2 (A multicast) is implemented for the FP8 "
                          "GEMMs only; use cluster_m=2")
+    cluster_k = cfg["cluster_k"]
+    if cluster_k != 1 and (spec.op != "fp8" or cfg["cluster_m"] * cfg["cluster_n"] != 1
+                           or cfg["block_n"] % (16 * cluster_k)):
+        raise ValueError(f"{op_name}: config cluster_k={cluster_k} (K split over a cluster of CTAs) "
+                         "needs the FP8 kernel, no multicast (cluster_m=cluster_n=1) and block_n a "
+                         f"multiple of {16 * cluster_k}")
     if "k_split" not in overrides and cfg["block_m"] != 64:
         cfg["k_split"] = 1  # the heuristic's K split is for its 64-row tiles
     if cfg["k_split"] != 1 and (spec.op != "fp8" or cfg["block_m"] != 64):
         raise ValueError(f"{op_name}: config k_split=2 (two warpgroups on alternate K blocks of a "
                          "64-row tile) needs the FP8 kernel and block_m=64")
+    out_block_n = cfg["block_n"] // cluster_k  # the columns each CTA stores
     if "store_n" not in overrides:
         cfg["store_n"] = next(w for w in (64, 32, 16, 8)
-                              if w * kind["out_bytes"] <= 128 and cfg["block_n"] % w == 0)
+                              if w * kind["out_bytes"] <= 128 and out_block_n % w == 0)
     if cfg["store_n"] * kind["out_bytes"] > 128:
         raise ValueError(f"{op_name}: config store_n={cfg['store_n']} is wider than 128 bytes of "
                          f"{spec.out_dtype} output")
@@ -194,27 +202,28 @@ def gemm_config(spec: GemmSpec, m: int, n: int, k: int, batches: int = 1, *,
         raise ValueError(f"{op_name}: config num_sms={cfg['num_sms']} exceeds the {num_sms} SMs")
     if "num_stages" not in overrides:  # as deep as the heuristic would go (k_split: 16)
         stages, limit = 0, 16 if cfg["k_split"] > 1 else 8
-        while stages < limit and _smem_bytes(spec, ext, cfg["block_m"], cfg["block_n"],
-                                         stages + 1, cfg["k_split"]) <= SMEM_CAPACITY:
+        while stages < limit and _smem_bytes(spec, ext, cfg["block_m"], cfg["block_n"], stages + 1,
+                                             cfg["k_split"], cluster_k) <= SMEM_CAPACITY:
             stages += 1
         cfg["num_stages"] = stages
     cluster_m, cluster_n = cfg["cluster_m"], cfg["cluster_n"]
-    cluster = cluster_m * cluster_n
+    cluster = cluster_m * cluster_n * cluster_k
     if "num_sms" not in overrides:  # every CTA of every cluster that has a tile
         units = (batches * ceil_div(m, cfg["block_m"] * cluster_m)
                  * ceil_div(ceil_div(n, cfg["block_n"]), cluster_n))
         cfg["num_sms"] = min(num_sms // cluster * cluster, units * cluster)
     if cfg["num_sms"] % cluster != 0 or cfg["block_n"] % (8 * cluster_m) != 0:
-        raise ValueError(f"{op_name}: config {overrides}: with cluster_m={cluster_m} and "
-                         f"cluster_n={cluster_n}, num_sms must be a multiple of {cluster} and "
-                         f"block_n / 8 of {cluster_m}")
+        raise ValueError(f"{op_name}: config {overrides}: with cluster_m={cluster_m}, "
+                         f"cluster_n={cluster_n} and cluster_k={cluster_k}, num_sms must be a "
+                         f"multiple of {cluster} and block_n / 8 of {cluster_m}")
     cfg["smem_bytes"] = _smem_bytes(spec, ext, cfg["block_m"], cfg["block_n"], cfg["num_stages"],
-                                    cfg["k_split"])
+                                    cfg["k_split"], cluster_k)
     if cfg["smem_bytes"] > SMEM_CAPACITY or cfg["num_stages"] < 1:
         raise ValueError(f"{op_name}: config {overrides} needs {cfg['smem_bytes']} bytes of shared "
                          f"memory, more than the {SMEM_CAPACITY} an SM90 block can have")
-    if cfg["block_n"] % cfg["store_n"] != 0:
-        raise ValueError(f"{op_name}: config store_n={cfg['store_n']} must divide block_n")
+    if out_block_n % cfg["store_n"] != 0:
+        raise ValueError(f"{op_name}: config store_n={cfg['store_n']} must divide block_n"
+                         + (f" / cluster_k = {out_block_n}" if cluster_k > 1 else ""))
     return cfg
 
 

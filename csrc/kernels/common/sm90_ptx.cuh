@@ -154,6 +154,45 @@ __device__ __forceinline__ void cluster_sync() {
   asm volatile("barrier.cluster.arrive.aligned;\n\tbarrier.cluster.wait.aligned;" ::: "memory");
 }
 
+// The shared-window address `addr` of this CTA, as the same offset in cluster CTA
+// `cta`'s shared memory (this CTA's own included).
+__device__ __forceinline__ uint32_t map_to_cta(uint32_t addr, uint32_t cta) {
+  uint32_t remote;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(addr), "r"(cta));
+  return remote;
+}
+
+// An arrival on a cluster CTA's mbarrier (`remote` from map_to_cta) that releases this
+// thread's prior memory operations, and what they ordered, at cluster scope.
+__device__ __forceinline__ void arrive_release_cluster(uint32_t remote) {
+  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" ::"r"(remote) : "memory");
+}
+
+// wait_barrier, acquiring at cluster scope what the arrivals released.
+__device__ __forceinline__ void wait_barrier_acquire_cluster(uint32_t addr, uint32_t phase) {
+  asm volatile(
+      "{\n\t.reg .pred done;\n\t"
+      "WAIT:\n\t"
+      "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], %1, %2;\n\t"
+      "@!done bra WAIT;\n\t}" ::"r"(addr),
+      "r"(phase), "r"(0x989680)
+      : "memory");
+}
+
+// 16 bytes of a cluster CTA's shared memory (`remote` from map_to_cta).
+__device__ __forceinline__ float4 ld_shared_cluster_f32x4(uint32_t remote) {
+  float4 v;
+  asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];"
+               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+               : "r"(remote)
+               : "memory");
+  return v;
+}
+
+__device__ __forceinline__ void st_shared_f32x4(uint32_t addr, float x, float y, float z, float w) {
+  asm volatile("st.shared.v4.f32 [%0], {%1, %2, %3, %4};" ::"r"(addr), "f"(x), "f"(y), "f"(z), "f"(w) : "memory");
+}
+
 // `num_threads` threads (whole warps) meet at named barrier `id` (1..15; 0 is __syncthreads).
 __device__ __forceinline__ void named_barrier_sync(uint32_t num_threads, uint32_t id) {
   asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(num_threads) : "memory");

@@ -60,6 +60,7 @@
 
 #include <cutlass/arch/reg_reconfig.h>
 
+#include "../common/sm90_cluster_reduce.cuh"
 #include "../common/sm90_epilogue.cuh"
 #include "../common/sm90_pipeline.cuh"
 #include "../common/sm90_utils.cuh"
@@ -203,10 +204,11 @@ __device__ __forceinline__ void promote_per_column(float (&final_acc)[NUM_ACC], 
 }
 
 template <unsigned BLOCK_M, unsigned BLOCK_N, unsigned NUM_STAGES, bool SFB_PER_ROW, unsigned OUT_BYTES,
-          bool EPILOGUE_RING, unsigned K_SPLIT>
+          bool EPILOGUE_RING, unsigned K_SPLIT, unsigned CLUSTER_K>
 struct Fp8GemmLayout {
   static constexpr unsigned BLOCK_K = 128;
-  static constexpr unsigned SMEM_D = BLOCK_M / 64 * epilogue_smem_bytes<EPILOGUE_RING, BLOCK_N, OUT_BYTES>();
+  static constexpr unsigned OUT_BLOCK_N = BLOCK_N / CLUSTER_K;  // the columns this CTA stores
+  static constexpr unsigned SMEM_D = BLOCK_M / 64 * epilogue_smem_bytes<EPILOGUE_RING, OUT_BLOCK_N, OUT_BYTES>();
   static constexpr unsigned SMEM_A = BLOCK_M * BLOCK_K;
   static constexpr unsigned SMEM_B = BLOCK_N * BLOCK_K;
   static constexpr unsigned SMEM_SFA = BLOCK_M * 4;
@@ -214,17 +216,21 @@ struct Fp8GemmLayout {
   static constexpr unsigned SMEM_SFB = SFB_PER_ROW ? (BLOCK_N * 4 + 127) / 128 * 128 : 0;
   // K_SPLIT: the second warpgroup's FP32 sums, handed to the first.
   static constexpr unsigned SMEM_SUMS = K_SPLIT > 1 ? 64 * BLOCK_N * 4 : 0;
-  static constexpr unsigned SMEM_BARRIERS = NUM_STAGES * 2 * 8;
+  // CLUSTER_K: this CTA's FP32 partial tile, read by the cluster (sm90_cluster_reduce.cuh).
+  static constexpr unsigned SMEM_PARTIAL = CLUSTER_K > 1 ? BLOCK_M * BLOCK_N * 4 : 0;
+  // The stages' full and empty barriers, then (CLUSTER_K) the reduction's two.
+  static constexpr unsigned SMEM_BARRIERS = NUM_STAGES * 2 * 8 + (CLUSTER_K > 1 ? 16 : 0);
   // +1024: the dynamic shared memory base is aligned up to 1024 at run time.
-  static constexpr unsigned SMEM_TOTAL =
-      1024 + SMEM_D + SMEM_SUMS + NUM_STAGES * (SMEM_A + SMEM_B + SMEM_SFA + SMEM_SFB) + SMEM_BARRIERS;
+  static constexpr unsigned SMEM_TOTAL = 1024 + SMEM_D + SMEM_SUMS + SMEM_PARTIAL +
+                                         NUM_STAGES * (SMEM_A + SMEM_B + SMEM_SFA + SMEM_SFB) + SMEM_BARRIERS;
 };
 
 template <class Wgmma, unsigned BLOCK_M, unsigned BLOCK_N, unsigned NUM_STAGES, unsigned STORE_N,
-          unsigned GROUP_N, unsigned CLUSTER_M, unsigned CLUSTER_N, unsigned K_SPLIT, bool SFB_PER_ROW,
-          unsigned OUT_BYTES, unsigned C_BYTES, bool EPILOGUE_RING>
+          unsigned GROUP_N, unsigned CLUSTER_M, unsigned CLUSTER_N, unsigned K_SPLIT, unsigned CLUSTER_K,
+          bool SFB_PER_ROW, unsigned OUT_BYTES, unsigned C_BYTES, bool EPILOGUE_RING>
 __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
-  using Layout = Fp8GemmLayout<BLOCK_M, BLOCK_N, NUM_STAGES, SFB_PER_ROW, OUT_BYTES, EPILOGUE_RING, K_SPLIT>;
+  using Layout =
+      Fp8GemmLayout<BLOCK_M, BLOCK_N, NUM_STAGES, SFB_PER_ROW, OUT_BYTES, EPILOGUE_RING, K_SPLIT, CLUSTER_K>;
   constexpr unsigned BLOCK_K = Layout::BLOCK_K;
   constexpr unsigned ROW_WG = BLOCK_M / 64;          // warpgroups across the tile's rows
   constexpr unsigned NUM_MATH_WG = ROW_WG * K_SPLIT;  // ... times those along K
@@ -239,14 +245,17 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   static_assert((CLUSTER_M == 1 || CLUSTER_M == 2) && (CLUSTER_N == 1 || CLUSTER_N == 2) &&
                     CLUSTER_M * CLUSTER_N <= 2,
                 "B (CLUSTER_M) or A (CLUSTER_N) is multicast to at most 2 CTAs");
-  constexpr unsigned CLUSTER = CLUSTER_M * CLUSTER_N;
+  static_assert(CLUSTER_K == 1 || ((CLUSTER_K == 2 || CLUSTER_K == 4) && CLUSTER_M * CLUSTER_N == 1 &&
+                                     BLOCK_N % (16 * CLUSTER_K) == 0),
+                "K is split over a cluster of 2 or 4 CTAs, without multicast, into slices of 16 columns");
+  constexpr unsigned CLUSTER = CLUSTER_M * CLUSTER_N;  // CTAs that multicast to each other
   constexpr uint16_t CLUSTER_MASK = (1u << CLUSTER) - 1;
   constexpr unsigned A_ROWS_PER_CTA = BLOCK_M / CLUSTER_N;  // rows of A this CTA loads
   constexpr unsigned B_ROWS_PER_CTA = BLOCK_N / CLUSTER_M;  // rows of B this CTA loads
   static_assert(A_ROWS_PER_CTA % 8 == 0, "each multicast half of A keeps whole 8-row swizzle atoms");
   static_assert(B_ROWS_PER_CTA % 8 == 0, "each multicast half of B keeps whole 8-row swizzle atoms");
 
-  // Shared memory: [D staging][sums][A x stages][B x stages][SFA x stages][SFB x stages][barriers]
+  // Shared memory: [D staging][sums][partial][A x stages][B x stages][SFA x stages][SFB x stages][barriers]
   // Aligned in the shared window (a link-time constant), not through the generic
   // pointer, which would cost the math loop a rebuild of the window base per K block.
   extern __shared__ __align__(1024) uint8_t smem_raw[];
@@ -254,18 +263,27 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   uint8_t* smem = smem_raw + (((smem_raw_u32 + 1023) & ~1023u) - smem_raw_u32);
   uint8_t* smem_d = smem;
   float* smem_sums = reinterpret_cast<float*>(smem_d + Layout::SMEM_D);
-  uint8_t* smem_a = smem_d + Layout::SMEM_D + Layout::SMEM_SUMS;
+  uint8_t* smem_partial = smem_d + Layout::SMEM_D + Layout::SMEM_SUMS;
+  uint8_t* smem_a = smem_partial + Layout::SMEM_PARTIAL;
   uint8_t* smem_b = smem_a + NUM_STAGES * Layout::SMEM_A;
   float* smem_sfa = reinterpret_cast<float*>(smem_b + NUM_STAGES * Layout::SMEM_B);
   float* smem_sfb = smem_sfa + NUM_STAGES * BLOCK_M;
   uint64_t* full = reinterpret_cast<uint64_t*>(reinterpret_cast<uint8_t*>(smem_sfb) + NUM_STAGES * Layout::SMEM_SFB);
   uint64_t* empty = full + NUM_STAGES;
+  uint64_t* reduce_barriers = empty + NUM_STAGES;  // CLUSTER_K: ready, done
 
   const unsigned warp_group = threadIdx.x / 128;
   const unsigned num_k_blocks = (p.k + BLOCK_K - 1) / BLOCK_K;
   const TileScheduler<GROUP_N, CLUSTER_M, CLUSTER_N> sched(p.m, p.n, p.num_batches, BLOCK_M, BLOCK_N);
   const unsigned rank = CLUSTER > 1 ? block_rank_in_cluster() : 0;
-  const unsigned first_tile = blockIdx.x / CLUSTER, tile_stride = gridDim.x / CLUSTER;
+  // With CLUSTER_K, the cluster's CTAs share each tile, CTA k_rank taking the K blocks
+  // [kb_begin, kb_end) (possibly none, when K is short).
+  const unsigned k_rank = CLUSTER_K > 1 ? block_rank_in_cluster() : 0;
+  const unsigned k_blocks_per_cta = (num_k_blocks + CLUSTER_K - 1) / CLUSTER_K;
+  const unsigned kb_begin = min(num_k_blocks, k_rank * k_blocks_per_cta);
+  const unsigned kb_end = min(num_k_blocks, kb_begin + k_blocks_per_cta);
+  const unsigned cta_k_blocks = kb_end - kb_begin;
+  const unsigned first_tile = blockIdx.x / (CLUSTER * CLUSTER_K), tile_stride = gridDim.x / (CLUSTER * CLUSTER_K);
 
   if (threadIdx.x == 0) {
     prefetch_tma(&p.tma_a);
@@ -275,7 +293,12 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   }
   // A stage is filled by the TMA thread and the 32 scale-copying threads, and read by
   // one K slice's warpgroups.
+  using Reduce = ClusterKReduce<CLUSTER_K, NUM_ACC, ROW_WG * 128>;
+  if constexpr (CLUSTER_K > 1) {
+    if (threadIdx.x == 0) Reduce::init_barriers(&reduce_barriers[0], &reduce_barriers[1]);
+  }
   init_pipeline<NUM_STAGES, CLUSTER, ROW_WG, 32>(full, empty);
+  if constexpr (CLUSTER_K > 1) cluster_sync();  // the peers' reduction barriers are initialised
 
   if (warp_group == NUM_MATH_WG) {
     // ---------------------------------------------------------------- producer
@@ -290,7 +313,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
         const int m0 = static_cast<int>(m_block * BLOCK_M);
         const int n0 = static_cast<int>(n_block * BLOCK_N);
         const int lb = p.b_batched ? static_cast<int>(l) : 0;
-        for (unsigned kb = 0; kb < num_k_blocks; ++kb, ++it) {
+        for (unsigned kb = kb_begin; kb < kb_end; ++kb, ++it) {
           const unsigned s = it % NUM_STAGES;
           Barrier::wait(&empty[s], ((it / NUM_STAGES) & 1) ^ 1);
           Barrier::arrive_and_expect_tx(&full[s], STAGE_BYTES);
@@ -328,7 +351,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
         unsigned l, m_block, n_block;
         sched.get(tile, rank, l, m_block, n_block);
         const float* sfa_l = p.sfa + size_t(l) * p.m * num_k_blocks;
-        for (unsigned kb = 0; kb < num_k_blocks; ++kb, ++it) {
+        for (unsigned kb = kb_begin; kb < kb_end; ++kb, ++it) {
           const unsigned s = it % NUM_STAGES;
           Barrier::wait(&empty[s], ((it / NUM_STAGES) & 1) ^ 1);
 #pragma unroll
@@ -351,8 +374,12 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
     const unsigned k_slice = warp_group / ROW_WG;  // its K blocks: k_slice, k_slice + K_SPLIT, ...
     const unsigned row0 = warp * 16 + lane / 4;  // this thread's rows: row0, row0 + 8 (of the WG's 64)
     const unsigned num_nb = (p.n + 127) / 128;
-    uint8_t* smem_d_wg = smem_d + row_wg * epilogue_smem_bytes<EPILOGUE_RING, BLOCK_N, OUT_BYTES>();
+    uint8_t* smem_d_wg = smem_d + row_wg * epilogue_smem_bytes<EPILOGUE_RING, Layout::OUT_BLOCK_N, OUT_BYTES>();
     unsigned store_seq = 0;  // chunks stored by this warpgroup
+    Reduce reduce;
+    reduce.partial = smem_addr(smem_partial);
+    reduce.ready = smem_addr(&reduce_barriers[0]);
+    reduce.done = smem_addr(&reduce_barriers[1]);
 
     // Stage 0's WGMMA descriptors and this thread's A-scale address; stage s is a
     // constant offset from them (the descriptor's start address counts 16 bytes),
@@ -404,12 +431,13 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
           sb_next[2] = tile_may_cross_three_scale_blocks<BLOCK_N>() ? __ldg(sfb_tile + sfb_next2 + kb) : sb_next[1];
         }
       };
-      // This warpgroup's K blocks: kb = k_slice + j * K_SPLIT for j < own_blocks.
-      const unsigned own_blocks = num_k_blocks > k_slice ? (num_k_blocks - k_slice + K_SPLIT - 1) / K_SPLIT : 0;
+      // This warpgroup's K blocks: kb = kb_begin + k_slice + j * K_SPLIT for j < own_blocks.
+      const unsigned own_blocks = cta_k_blocks > k_slice ? (cta_k_blocks - k_slice + K_SPLIT - 1) / K_SPLIT : 0;
+      const unsigned kb0 = kb_begin + k_slice;
       KBlock pos = tile_pos;
       advance(pos, k_slice);
-      advance(tile_pos, num_k_blocks);
-      if (own_blocks > 0) load_scales(k_slice);
+      advance(tile_pos, cta_k_blocks);
+      if (own_blocks > 0) load_scales(kb0);
 
 #pragma unroll
       for (unsigned i = 0; i < NUM_ACC; ++i) final_acc[i] = 0.0f;
@@ -455,18 +483,18 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
           // Unrolled by two so that each set stays in its own registers.
           float acc0[NUM_ACC], acc1[NUM_ACC];
           if (own_blocks > 0) {
-            KBlock blk0 = issue(k_slice, acc0), blk1;
+            KBlock blk0 = issue(kb0, acc0), blk1;
             unsigned j = 1;
             for (; j + 1 < own_blocks; j += 2) {
-              blk1 = issue(k_slice + j * K_SPLIT, acc1);
+              blk1 = issue(kb0 + j * K_SPLIT, acc1);
               cute::warpgroup_wait<1>();
               finish(blk0, acc0);
-              blk0 = issue(k_slice + (j + 1) * K_SPLIT, acc0);
+              blk0 = issue(kb0 + (j + 1) * K_SPLIT, acc0);
               cute::warpgroup_wait<1>();
               finish(blk1, acc1);
             }
             if (j < own_blocks) {  // an even number of blocks: the last goes to acc1
-              blk1 = issue(k_slice + j * K_SPLIT, acc1);
+              blk1 = issue(kb0 + j * K_SPLIT, acc1);
               cute::warpgroup_wait<1>();
               finish(blk0, acc0);
               cute::warpgroup_wait<0>();
@@ -479,7 +507,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
         } else {
           float acc[NUM_ACC];
           for (unsigned j = 0; j < own_blocks; ++j) {
-            const KBlock blk = issue(k_slice + j * K_SPLIT, acc);
+            const KBlock blk = issue(kb0 + j * K_SPLIT, acc);
             cute::warpgroup_wait<0>();
             finish(blk, acc);
           }
@@ -503,9 +531,22 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
         if (k_slice > 0) continue;
       }
 
-      const EpilogueCoords at{p.m, p.n, l, m_block * BLOCK_M + row_wg * 64, n0};
-      store_tile<EPILOGUE_RING, BLOCK_N, STORE_N, OUT_BYTES, C_BYTES>(final_acc, smem_d_wg, &p.tma_d, p.c, at, 1 + row_wg,
-                                                      store_seq);
+      if constexpr (CLUSTER_K > 1) {
+        // The cluster's partial sums meet; this CTA stores its column slice of the tile.
+        constexpr unsigned kReduceBarrier = 2 + ROW_WG;  // after the K split's
+        float slice[NUM_ACC / CLUSTER_K];
+        reduce.reduce(final_acc, slice, k_rank, row_wg * 128 + t, kReduceBarrier);
+        const EpilogueCoords at{p.m, p.n, l, m_block * BLOCK_M + row_wg * 64, n0 + k_rank * Layout::OUT_BLOCK_N};
+        store_tile<EPILOGUE_RING, Layout::OUT_BLOCK_N, STORE_N, OUT_BYTES, C_BYTES>(slice, smem_d_wg, &p.tma_d, p.c,
+                                                                                    at, 1 + row_wg, store_seq);
+      } else {
+        const EpilogueCoords at{p.m, p.n, l, m_block * BLOCK_M + row_wg * 64, n0};
+        store_tile<EPILOGUE_RING, BLOCK_N, STORE_N, OUT_BYTES, C_BYTES>(final_acc, smem_d_wg, &p.tma_d, p.c, at,
+                                                                        1 + row_wg, store_seq);
+      }
+    }
+    if constexpr (CLUSTER_K > 1) {
+      if (k_slice == 0) reduce.drain();
     }
     if (k_slice == 0 && t == 0) tma_store_wait<0>();
   }
