@@ -26,10 +26,11 @@ constexpr int kMaxKSplitBlockN = 64;
 constexpr int kKSplitMaxStages = 16;
 
 // Shared memory outside the stages and the output staging: with k_split = 2, the FP32
-// sums the second warpgroup hands to the first; with cluster_k > 1, the CTA's FP32
-// partial tile and the reduction's two barriers.
+// sums the second warpgroup hands to the first; with cluster_k > 1, the other CTAs'
+// FP32 partials of this CTA's column slice and the reduction's two barriers.
 inline int fp8_gemm_fixed_bytes(int block_m, int block_n, int k_split, int cluster_k) {
-  return (k_split > 1 ? 64 * block_n * 4 : 0) + (cluster_k > 1 ? block_m * block_n * 4 + 16 : 0);
+  return (k_split > 1 ? 64 * block_n * 4 : 0) +
+         (cluster_k > 1 ? (cluster_k - 1) * block_m * (block_n / cluster_k) * 4 + 16 : 0);
 }
 
 // The shared memory a config needs; mirrors Fp8GemmLayout in the kernel (with

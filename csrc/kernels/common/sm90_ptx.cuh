@@ -162,35 +162,26 @@ __device__ __forceinline__ uint32_t map_to_cta(uint32_t addr, uint32_t cta) {
   return remote;
 }
 
-// An arrival on a cluster CTA's mbarrier (`remote` from map_to_cta) that releases this
-// thread's prior memory operations, and what they ordered, at cluster scope.
-__device__ __forceinline__ void arrive_release_cluster(uint32_t remote) {
-  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" ::"r"(remote) : "memory");
+// An arrival on a cluster CTA's mbarrier (`remote` from map_to_cta).
+__device__ __forceinline__ void arrive_remote(uint32_t remote) {
+  asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];" ::"r"(remote) : "memory");
 }
 
-// wait_barrier, acquiring at cluster scope what the arrivals released.
-__device__ __forceinline__ void wait_barrier_acquire_cluster(uint32_t addr, uint32_t phase) {
-  asm volatile(
-      "{\n\t.reg .pred done;\n\t"
-      "WAIT:\n\t"
-      "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], %1, %2;\n\t"
-      "@!done bra WAIT;\n\t}" ::"r"(addr),
-      "r"(phase), "r"(0x989680)
-      : "memory");
+// One arrival on this CTA's mbarrier at `addr` that also expects `bytes` more of
+// asynchronous writes (TMA, st.async) in the current phase.
+__device__ __forceinline__ void arrive_expect_tx(uint32_t addr, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(addr), "r"(bytes) : "memory");
 }
 
-// 16 bytes of a cluster CTA's shared memory (`remote` from map_to_cta).
-__device__ __forceinline__ float4 ld_shared_cluster_f32x4(uint32_t remote) {
-  float4 v;
-  asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];"
-               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
-               : "r"(remote)
+// 16 bytes into a cluster CTA's shared memory at `remote`, counted as transaction
+// bytes on its mbarrier at `remote_bar` (both from map_to_cta): once that barrier's
+// phase completes, the receiver sees the data with no further fence.
+__device__ __forceinline__ void st_async_f32x4(uint32_t remote, float x, float y, float z, float w,
+                                               uint32_t remote_bar) {
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.f32 [%0], {%1, %2, %3, %4}, [%5];" ::"r"(
+                   remote),
+               "f"(x), "f"(y), "f"(z), "f"(w), "r"(remote_bar)
                : "memory");
-  return v;
-}
-
-__device__ __forceinline__ void st_shared_f32x4(uint32_t addr, float x, float y, float z, float w) {
-  asm volatile("st.shared.v4.f32 [%0], {%1, %2, %3, %4};" ::"r"(addr), "f"(x), "f"(y), "f"(z), "f"(w) : "memory");
 }
 
 // `num_threads` threads (whole warps) meet at named barrier `id` (1..15; 0 is __syncthreads).

@@ -38,6 +38,12 @@ __device__ __forceinline__ float2 ld_shared_f32x2(uint32_t addr) {
   return v;
 }
 
+__device__ __forceinline__ float4 ld_shared_f32x4(uint32_t addr) {
+  float4 v;
+  asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "r"(addr));
+  return v;
+}
+
 // WGMMA shared-memory descriptor of a 128B-swizzled tile (1024-aligned), in
 // the canonical layouts of the PTX ISA, offsets in bytes:
 //   K-major:  rows of 128 bytes of K; 8-row groups `sbo` apart (1024 when dense).

@@ -216,12 +216,12 @@ struct Fp8GemmLayout {
   static constexpr unsigned SMEM_SFB = SFB_PER_ROW ? (BLOCK_N * 4 + 127) / 128 * 128 : 0;
   // K_SPLIT: the second warpgroup's FP32 sums, handed to the first.
   static constexpr unsigned SMEM_SUMS = K_SPLIT > 1 ? 64 * BLOCK_N * 4 : 0;
-  // CLUSTER_K: this CTA's FP32 partial tile, read by the cluster (sm90_cluster_reduce.cuh).
-  static constexpr unsigned SMEM_PARTIAL = CLUSTER_K > 1 ? BLOCK_M * BLOCK_N * 4 : 0;
+  // CLUSTER_K: the other CTAs' FP32 partials of this CTA's column slice (sm90_cluster_reduce.cuh).
+  static constexpr unsigned SMEM_RECV = (CLUSTER_K - 1) * BLOCK_M * OUT_BLOCK_N * 4;
   // The stages' full and empty barriers, then (CLUSTER_K) the reduction's two.
   static constexpr unsigned SMEM_BARRIERS = NUM_STAGES * 2 * 8 + (CLUSTER_K > 1 ? 16 : 0);
   // +1024: the dynamic shared memory base is aligned up to 1024 at run time.
-  static constexpr unsigned SMEM_TOTAL = 1024 + SMEM_D + SMEM_SUMS + SMEM_PARTIAL +
+  static constexpr unsigned SMEM_TOTAL = 1024 + SMEM_D + SMEM_SUMS + SMEM_RECV +
                                          NUM_STAGES * (SMEM_A + SMEM_B + SMEM_SFA + SMEM_SFB) + SMEM_BARRIERS;
 };
 
@@ -255,7 +255,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   static_assert(A_ROWS_PER_CTA % 8 == 0, "each multicast half of A keeps whole 8-row swizzle atoms");
   static_assert(B_ROWS_PER_CTA % 8 == 0, "each multicast half of B keeps whole 8-row swizzle atoms");
 
-  // Shared memory: [D staging][sums][partial][A x stages][B x stages][SFA x stages][SFB x stages][barriers]
+  // Shared memory: [D staging][sums][recv][A x stages][B x stages][SFA x stages][SFB x stages][barriers]
   // Aligned in the shared window (a link-time constant), not through the generic
   // pointer, which would cost the math loop a rebuild of the window base per K block.
   extern __shared__ __align__(1024) uint8_t smem_raw[];
@@ -263,14 +263,14 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   uint8_t* smem = smem_raw + (((smem_raw_u32 + 1023) & ~1023u) - smem_raw_u32);
   uint8_t* smem_d = smem;
   float* smem_sums = reinterpret_cast<float*>(smem_d + Layout::SMEM_D);
-  uint8_t* smem_partial = smem_d + Layout::SMEM_D + Layout::SMEM_SUMS;
-  uint8_t* smem_a = smem_partial + Layout::SMEM_PARTIAL;
+  uint8_t* smem_recv = smem_d + Layout::SMEM_D + Layout::SMEM_SUMS;
+  uint8_t* smem_a = smem_recv + Layout::SMEM_RECV;
   uint8_t* smem_b = smem_a + NUM_STAGES * Layout::SMEM_A;
   float* smem_sfa = reinterpret_cast<float*>(smem_b + NUM_STAGES * Layout::SMEM_B);
   float* smem_sfb = smem_sfa + NUM_STAGES * BLOCK_M;
   uint64_t* full = reinterpret_cast<uint64_t*>(reinterpret_cast<uint8_t*>(smem_sfb) + NUM_STAGES * Layout::SMEM_SFB);
   uint64_t* empty = full + NUM_STAGES;
-  uint64_t* reduce_barriers = empty + NUM_STAGES;  // CLUSTER_K: ready, done
+  uint64_t* reduce_barriers = empty + NUM_STAGES;  // CLUSTER_K: received, free
 
   const unsigned warp_group = threadIdx.x / 128;
   const unsigned num_k_blocks = (p.k + BLOCK_K - 1) / BLOCK_K;
@@ -294,6 +294,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   // A stage is filled by the TMA thread and the 32 scale-copying threads, and read by
   // one K slice's warpgroups.
   using Reduce = ClusterKReduce<CLUSTER_K, NUM_ACC, ROW_WG * 128>;
+  static_assert(Reduce::SMEM_BYTES == Layout::SMEM_RECV, "the receive buffer's size");
   if constexpr (CLUSTER_K > 1) {
     if (threadIdx.x == 0) Reduce::init_barriers(&reduce_barriers[0], &reduce_barriers[1]);
   }
@@ -377,9 +378,9 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
     uint8_t* smem_d_wg = smem_d + row_wg * epilogue_smem_bytes<EPILOGUE_RING, Layout::OUT_BLOCK_N, OUT_BYTES>();
     unsigned store_seq = 0;  // chunks stored by this warpgroup
     Reduce reduce;
-    reduce.partial = smem_addr(smem_partial);
-    reduce.ready = smem_addr(&reduce_barriers[0]);
-    reduce.done = smem_addr(&reduce_barriers[1]);
+    reduce.recv = smem_addr(smem_recv);
+    reduce.received = smem_addr(&reduce_barriers[0]);
+    reduce.free_ = smem_addr(&reduce_barriers[1]);
 
     // Stage 0's WGMMA descriptors and this thread's A-scale address; stage s is a
     // constant offset from them (the descriptor's start address counts 16 bytes),
