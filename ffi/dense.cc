@@ -80,7 +80,7 @@ ffi::ErrorOr<std::unique_ptr<GemmState>> instantiate(GemmConfig config, bool sfa
   try {
     const bool split_k_cluster = config.cluster_k > 1;
     if (config.cluster_m < 1 || config.cluster_n < 1 || config.cluster_m * config.cluster_n > 2 ||
-        !(config.cluster_k == 1 || config.cluster_k == 2 || config.cluster_k == 4) ||
+        !(config.cluster_k == 1 || config.cluster_k == 2 || config.cluster_k == 4 || config.cluster_k == 8) ||
         (split_k_cluster && config.cluster_m * config.cluster_n != 1) ||
         config.num_sms % config.cluster_size() != 0 || config.block_n % (8 * config.cluster_m) != 0 ||
         config.block_m % (8 * config.cluster_n) != 0 || config.block_n % (16 * config.cluster_k) != 0 ||

@@ -1,6 +1,6 @@
 """FP8 nt kernel durations per config, from a jax.profiler trace (a development aid).
 
-    python scripts/kernel_sweep.py M [BMxBN[k2][a2][c2][K2|K4][sSTAGES][gSMS] ...]
+    python scripts/kernel_sweep.py M [BMxBN[k2][a2][c2][K2|K4|K8][sSTAGES][gSMS] ...]
 
 (k2: k_split=2, a2: cluster_n=2, c2: cluster_m=2, K2/K4: cluster_k, as the benchmark
 labels them; sSTAGES pins num_stages, gSMS the persistent grid's size.)
@@ -27,11 +27,11 @@ CALLS = 3
 
 
 def _parse(label):
-    bm, bn, flags, stages, sms = re.fullmatch(r"(\d+)x(\d+)((?:k2|a2|c2|K2|K4)*)(?:s(\d+))?(?:g(\d+))?",
+    bm, bn, flags, stages, sms = re.fullmatch(r"(\d+)x(\d+)((?:k2|a2|c2|K2|K4|K8)*)(?:s(\d+))?(?:g(\d+))?",
                                               label).groups()
     config = dict(block_m=int(bm), block_n=int(bn), k_split=2 if "k2" in flags else 1,
                   cluster_n=2 if "a2" in flags else 1, cluster_m=2 if "c2" in flags else 1,
-                  cluster_k=4 if "K4" in flags else 2 if "K2" in flags else 1)
+                  cluster_k=int(flags[flags.index("K") + 1]) if "K" in flags else 1)
     return config | ({"num_stages": int(stages)} if stages else {}) | ({"num_sms": int(sms)} if sms else {})
 
 

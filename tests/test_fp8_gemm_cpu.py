@@ -350,10 +350,10 @@ class TestValidation:
         with pytest.raises(ValueError, match=rf"config {key} must be 1 or 2, got {cluster}"):
             _trace(a, b, config={key: cluster})
 
-    @pytest.mark.parametrize("cluster_k", [0, 3, 8, -1])
+    @pytest.mark.parametrize("cluster_k", [0, 3, 16, -1])
     def test_config_cluster_k(self, ab, cluster_k):
         a, b = ab
-        with pytest.raises(ValueError, match=rf"config cluster_k must be 1, 2 or 4, got {cluster_k}"):
+        with pytest.raises(ValueError, match=rf"config cluster_k must be 1, 2, 4 or 8, got {cluster_k}"):
             _trace(a, b, config={"cluster_k": cluster_k})
 
     @pytest.mark.parametrize("config", [{}, {"block_m": 64}, {"block_m": 128, "block_n": 96}, {"cluster_m": 2},

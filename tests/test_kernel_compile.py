@@ -284,7 +284,7 @@ def test_bench_configs_are_valid(kind):
         cm, cn = cfg["cluster_m"], cfg["cluster_n"]
         assert cm in (1, 2) and cn in (1, 2) and cm * cn <= 2, where
         assert spec["op"] == "fp8" or cn == cfg["k_split"] == ck == 1, where  # FP8 only
-        assert ck in (1, 2, 4) and (ck == 1 or (cm * cn == 1 and cfg["block_n"] % (16 * ck) == 0)), where
+        assert ck in (1, 2, 4, 8) and (ck == 1 or (cm * cn == 1 and cfg["block_n"] % (16 * ck) == 0)), where
         assert cfg["num_sms"] % (cm * cn * ck) == 0 and cfg["block_n"] % (8 * cm) == 0, where
         ctas = -(-m // (cfg["block_m"] * cm)) * cm * -(-(-(-n // cfg["block_n"])) // cn) * cn * ck
         assert 1 <= cfg["num_sms"] <= min(NUM_SMS, ctas), where

@@ -28,7 +28,7 @@ struct GemmConfig {
   int cluster_m = 1;   // 2: CTA pairs on adjacent m-blocks share B by TMA multicast
   int cluster_n = 1;   // 2: CTA pairs on adjacent n-blocks share A by TMA multicast (FP8)
   int k_split = 1;     // 2 (FP8, block_m = 64): two math warpgroups take alternate K blocks of a tile
-  int cluster_k = 1;   // 2 or 4 (FP8): the CTAs of a cluster split K of one tile, reduced in shared memory
+  int cluster_k = 1;   // 2, 4 or 8 (FP8): the CTAs of a cluster split K of one tile, reduced in shared memory
   int smem_bytes = 0;
 
   int num_threads() const { return (block_m / 64) * k_split * 128 + 128; }

@@ -24,6 +24,8 @@ inline int fp8_gemm_stage_bytes(int block_m, int block_n, const GemmKind& kind) 
 // Where the heuristic splits K over two warpgroups, and how deep their pipeline goes.
 constexpr int kMaxKSplitBlockN = 64;
 constexpr int kKSplitMaxStages = 16;
+// The fewest K blocks for which the heuristic splits K over a cluster (each CTA keeps 16).
+constexpr int kClusterKMinKBlocks = 32;
 
 // Shared memory outside the stages and the output staging: with k_split = 2, the FP32
 // sums the second warpgroup hands to the first; with cluster_k > 1, the other CTAs'
@@ -108,6 +110,23 @@ inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_
     c.num_stages = max_stages([&](int s) { return fp8_gemm_smem_bytes(64, c.block_n, s, kind, 2); },
                               smem_capacity, kKSplitMaxStages);
     c.smem_bytes = fp8_gemm_smem_bytes(64, c.block_n, c.num_stages, kind, 2);
+  }
+  // Where even 32-column tiles leave SMs idle on a long K, twice as wide tiles with K
+  // split over a pair of CTAs (cluster_k = 2) read A from L2 half as often. H100,
+  // kernel time alone, M = 128, 2112x7168: 64x32 317 -> 64x64 over 2 CTAs 361 TFLOPS;
+  // the same split of 64x64 tiles lost elsewhere (4096x7168: 503 -> 439), and so did
+  // clusters of 4 and 8 (sm90_cluster_reduce.cuh).
+  const int64_t wide_tiles = batches * ceil_div(m, 64) * ceil_div(n, 64);
+  // (Measured with two 64-row blocks; a single row block, M <= 64, re-reads no A.)
+  if (c.k_split == 2 && c.block_n == 32 && m > 64 && num_k_blocks >= kClusterKMinKBlocks &&
+      wide_tiles * 2 <= num_sms) {
+    c.block_n = 64;
+    c.cluster_k = 2;
+    c.store_n = store_width(c.block_n / 2, kind.out_bytes);
+    c.num_stages = max_stages([&](int s) { return fp8_gemm_smem_bytes(64, 64, s, kind, 2, 2); }, smem_capacity,
+                              kKSplitMaxStages);
+    c.smem_bytes = fp8_gemm_smem_bytes(64, 64, c.num_stages, kind, 2, 2);
+    c.num_sms = static_cast<int>(wide_tiles * 2);
   }
   return c;
 }

@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <iostream>
 #include <memory>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -142,10 +143,14 @@ class Compiler {
 
  private:
   static std::vector<std::string> common_flags(const Settings& s, const std::string& arch) {
-    return {"-std=c++20", "-I" + s.kernel_include, "-I" + s.cutlass_include,
-            "-I" + s.cuda_home + "/include",
-            // CUDA 13 keeps libcu++ (cuda/std/...) here; NVRTC has no default path to it.
-            "-I" + s.cuda_home + "/include/cccl", "-DNDEBUG", "-arch=sm_" + arch};
+    std::vector<std::string> flags = {"-std=c++20", "-I" + s.kernel_include, "-I" + s.cutlass_include,
+                                      "-I" + s.cuda_home + "/include",
+                                      // CUDA 13 keeps libcu++ (cuda/std/...) here; NVRTC has no default path to it.
+                                      "-I" + s.cuda_home + "/include/cccl", "-DNDEBUG", "-arch=sm_" + arch};
+    // Experiment switches for kernel development (part of the cache key, as flags).
+    std::istringstream defines(Settings::extra_defines());
+    for (std::string d; defines >> d;) flags.push_back("-D" + d);
+    return flags;
   }
 
   static std::string headers_hash(const Settings& s) {

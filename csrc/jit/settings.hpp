@@ -30,6 +30,8 @@ struct Settings {
     return env_string("JAXGEMM_JIT_CACHE_DIR", home + "/.jaxgemm");
   }
   static bool debug() { return env_flag("JAXGEMM_JIT_DEBUG"); }
+  // Space-separated macro definitions added to every kernel compile (development).
+  static std::string extra_defines() { return env_string("JAXGEMM_JIT_DEFINES"); }
   static bool use_nvrtc() { return env_flag("JAXGEMM_JIT_USE_NVRTC"); }
   static bool ptxas_verbose() { return env_flag("JAXGEMM_JIT_PTXAS_VERBOSE"); }
   static bool print_compiler_command() {

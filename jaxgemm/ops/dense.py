@@ -176,7 +176,7 @@ def _fp8_doc(layout):
       config: optional dict pinning the kernel config (`block_m`, `block_n`, `num_stages`,
         `store_n`, `group_n`, `num_sms`, `cluster_m`: 2 multicasts B to CTA pairs along M,
         `cluster_n`: 2 multicasts A along N, `k_split`: 2 has two warpgroups take
-        alternate K blocks of each 64-row tile, `cluster_k`: 2 or 4 CTAs of a cluster
+        alternate K blocks of each 64-row tile, `cluster_k`: 2, 4 or 8 CTAs of a cluster
         split K of each tile and sum their parts in shared memory); missing keys are
         chosen by the heuristic.
 

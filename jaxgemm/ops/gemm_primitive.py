@@ -128,7 +128,7 @@ _CONFIG_RULES = {
     "cluster_m": (lambda v: v in (1, 2), "1 or 2"),
     "cluster_n": (lambda v: v in (1, 2), "1 or 2"),
     "k_split": (lambda v: v in (1, 2), "1 or 2"),
-    "cluster_k": (lambda v: v in (1, 2, 4), "1, 2 or 4"),
+    "cluster_k": (lambda v: v in (1, 2, 4, 8), "1, 2, 4 or 8"),
 }
 
 

@@ -1,4 +1,4 @@
-// Split-K over the CTAs of a cluster: each of the CLUSTER_K CTAs sums its own range
+// Split-K over the CTAs of a cluster: each of the CLUSTER_K (2, 4 or 8) CTAs sums its own range
 // of K blocks for the whole tile; the partial sums then meet through distributed
 // shared memory as a reduce-scatter. CTA r owns column slice r of the tile
 // (BLOCK_N / CLUSTER_K columns): every other CTA pushes its partial of that slice
@@ -13,7 +13,15 @@
 // Why a push: st.async counts its bytes on the receiver's mbarrier, so the receiver
 // sees the data when the phase completes, with no fence. A first version had every
 // CTA publish its partial, hand over with release/acquire at cluster scope and pull
-// the slices with ld.shared::cluster: correct, but ~8 us per tile on an H100.
+// the slices with ld.shared::cluster: correct, but on an H100 (kernel time alone,
+// M=128, 32768x512 at 128x64 over 4 CTAs, 16 tiles per cluster) 30 TFLOPS against
+// 68 with the push.
+//
+// What it is worth (H100, M = 128, BENCHMARKS.md, session 6): little. Only a long
+// K with very few tiles gained (2112x7168: 64x32 on two warpgroups 317 TFLOPS, 64x64
+// on two warpgroups and 2 CTAs 361). Clusters of 4 and 8 were slower than unsplit
+// tiles on every other shape, and most of that remained with the reduction compiled
+// out: the split K loops themselves ran slowly there, for reasons not found.
 //
 // Two mbarriers in each CTA:
 //   received  one arrival (the owner's, announcing the bytes of the other CTAs'
