@@ -118,6 +118,13 @@ class TestJitCache:
             _runtime.configure_jit()
         assert p1 != p2
 
+    def test_key_covers_extra_defines(self, jit_cache, monkeypatch):
+        """JAXGEMM_JIT_DEFINES (kernel experiments) reach the compiler and the key."""
+        p1 = pathlib.Path(_compile("tiny", TINY)[0]).parent.name
+        monkeypatch.setenv("JAXGEMM_JIT_DEFINES", "JAXGEMM_TEST_A JAXGEMM_TEST_B=2")
+        path, hit, _ = _compile("tiny", TINY + "#if JAXGEMM_TEST_B != 2\n#error no define\n#endif\n")
+        assert not hit and pathlib.Path(path).parent.name != p1
+
     def test_cache_dir_is_read_per_call(self, jit_cache, tmp_path, monkeypatch):
         _compile("tiny", TINY)
         other = tmp_path / "other"

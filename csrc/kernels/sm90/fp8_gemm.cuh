@@ -49,6 +49,11 @@
 // faster on an H100 at M = 128 with a deeper pipeline (each warpgroup reads every
 // other stage, so each needs its own lookahead): BENCHMARKS.md, session 5.
 //
+// CLUSTER_K = 2, 4 or 8 (no multicast): the CTAs of a cluster share one tile, each
+// taking a consecutive range of its K blocks, and sum their FP32 sums through
+// distributed shared memory, each storing BLOCK_N / CLUSTER_K columns
+// (common/sm90_cluster_reduce.cuh).
+//
 // Clusters of 2 share an operand by TMA multicast: with CLUSTER_M = 2 the two CTAs
 // take adjacent m-blocks of the same n-block and each loads half of the shared B
 // tile into both; with CLUSTER_N = 2 they take adjacent n-blocks of the same
