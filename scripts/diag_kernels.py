@@ -97,7 +97,7 @@ def gpu_trace(f, args, trace_dir, calls=5):
     for e in kernels:
         by_name[e["name"][:60]].append(e["dur"])
     for name, durs in sorted(by_name.items(), key=lambda kv: -sum(kv[1]))[:6]:
-        print(f"  {len(durs):4d} x {statistics.mean(durs):8.2f} us  {name}")
+        print(f"  {len(durs):4d} x {statistics.mean(durs):8.2f} us ({min(durs):.1f}-{max(durs):.1f})  {name}")
     start = min(e["ts"] for e in kernels)
     end = max(e["ts"] + e["dur"] for e in kernels)
     busy = sum(e["dur"] for e in kernels)
