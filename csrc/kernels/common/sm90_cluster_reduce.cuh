@@ -85,7 +85,7 @@ struct ClusterKReduce {
       for (unsigned i = 0; i < SLICE; ++i) out[i] = r == me ? acc[r * SLICE + i] : (r == 0 ? 0.0f : out[i]);
     }
     wait_barrier(received, seq & 1);
-    // Adds in rank order: the same order for every element of a run, and every run.
+    // Its own part first, then the others' in rank order: the same order in every run.
 #pragma unroll
     for (unsigned s = 0; s < CLUSTER_K - 1; ++s) {
 #pragma unroll

@@ -50,8 +50,8 @@
 // other stage, so each needs its own lookahead): BENCHMARKS.md, session 5.
 //
 // CLUSTER_K = 2, 4 or 8 (no multicast): the CTAs of a cluster share one tile, each
-// taking a consecutive range of its K blocks, and sum their FP32 sums through
-// distributed shared memory, each storing BLOCK_N / CLUSTER_K columns
+// taking a consecutive range of its K blocks, and add up their FP32 partial sums
+// through distributed shared memory, each storing BLOCK_N / CLUSTER_K columns
 // (common/sm90_cluster_reduce.cuh).
 //
 // Clusters of 2 share an operand by TMA multicast: with CLUSTER_M = 2 the two CTAs
@@ -296,13 +296,13 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
     if constexpr (SFB_PER_ROW) prefetch_tma(&p.tma_sfb);
     prefetch_tma(&p.tma_d);
   }
-  // A stage is filled by the TMA thread and the 32 scale-copying threads, and read by
-  // one K slice's warpgroups.
   using Reduce = ClusterKReduce<CLUSTER_K, NUM_ACC, ROW_WG * 128>;
   static_assert(Reduce::SMEM_BYTES == Layout::SMEM_RECV, "the receive buffer's size");
   if constexpr (CLUSTER_K > 1) {
     if (threadIdx.x == 0) Reduce::init_barriers(&reduce_barriers[0], &reduce_barriers[1]);
   }
+  // A stage is filled by the TMA thread and the 32 scale-copying threads, and read by
+  // one K slice's warpgroups.
   init_pipeline<NUM_STAGES, CLUSTER, ROW_WG, 32>(full, empty);
   if constexpr (CLUSTER_K > 1) cluster_sync();  // the peers' reduction barriers are initialised
 
