@@ -104,7 +104,7 @@ ffi::ErrorOr<std::unique_ptr<GemmState>> instantiate(GemmConfig config, bool sfa
 
 ffi::ErrorOr<std::unique_ptr<GemmState>> Fp8GemmInstantiate(GemmAttrs attrs) {
   GemmConfig c = config_from_attrs(attrs);
-  c.smem_bytes = heuristics::fp8_gemm_smem_bytes(c.block_m, c.block_n, c.num_stages, c.kind, c.k_split, c.cluster_k);
+  c.smem_bytes = heuristics::fp8_gemm_smem_bytes(c);
   return instantiate<Sm90Fp8Gemm>(c, attrs.sfa_mn_major != 0, "jaxgemm fp8_gemm");
 }
 

@@ -67,8 +67,7 @@ heuristics::GemmConfig config_from_dict(const nb::dict& d, bool bf16) {
   c.k_split = get_int(d, "k_split", 1);
   c.cluster_k = get_int(d, "cluster_k", 1);
   c.smem_bytes = bf16 ? heuristics::bf16_gemm_smem_bytes(c.block_m, c.block_n, c.num_stages, c.kind)
-                      : heuristics::fp8_gemm_smem_bytes(c.block_m, c.block_n, c.num_stages, c.kind, c.k_split,
-                                                        c.cluster_k);
+                      : heuristics::fp8_gemm_smem_bytes(c);
   return c;
 }
 

@@ -43,6 +43,22 @@ inline int fp8_gemm_smem_bytes(int block_m, int block_n, int stages, const GemmK
                          kind.out_bytes, fp8_gemm_fixed_bytes(block_m, block_n, k_split, cluster_k));
 }
 
+// The same, for a config's own tiles, stages, kind and splits.
+inline int fp8_gemm_smem_bytes(const GemmConfig& c) {
+  return fp8_gemm_smem_bytes(c.block_m, c.block_n, c.num_stages, c.kind, c.k_split, c.cluster_k);
+}
+
+// Sets c's stages to the most (up to `limit`) that fit, and its shared memory to match.
+inline void deepen_fp8_gemm(GemmConfig& c, int smem_capacity, int limit) {
+  const auto smem_at = [&c](int stages) {
+    GemmConfig d = c;
+    d.num_stages = stages;
+    return fp8_gemm_smem_bytes(d);
+  };
+  c.num_stages = max_stages(smem_at, smem_capacity, limit);
+  c.smem_bytes = fp8_gemm_smem_bytes(c);
+}
+
 inline bool fp8_gemm_epilogue_ring(const GemmConfig& c) {
   return epilogue_ring(c.block_m, c.out_block_n(), c.num_stages, fp8_gemm_stage_bytes(c.block_m, c.block_n, c.kind),
                        c.kind.out_bytes, fp8_gemm_fixed_bytes(c.block_m, c.block_n, c.k_split, c.cluster_k));
@@ -107,9 +123,7 @@ inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_
   // run-to-run spread (64x112: -3% to +3%), and more stages alone nothing.
   if (c.block_m == 64 && c.block_n <= kMaxKSplitBlockN && !kind.sfb_per_row) {
     c.k_split = 2;
-    c.num_stages = max_stages([&](int s) { return fp8_gemm_smem_bytes(64, c.block_n, s, kind, 2); },
-                              smem_capacity, kKSplitMaxStages);
-    c.smem_bytes = fp8_gemm_smem_bytes(64, c.block_n, c.num_stages, kind, 2);
+    deepen_fp8_gemm(c, smem_capacity, kKSplitMaxStages);
   }
   // Where even 32-column tiles leave SMs idle on a long K, twice as wide tiles with K
   // split over a pair of CTAs (cluster_k = 2) read A from L2 half as often. H100,
@@ -122,10 +136,8 @@ inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_
       wide_tiles * 2 <= num_sms) {
     c.block_n = 64;
     c.cluster_k = 2;
-    c.store_n = store_width(c.block_n / 2, kind.out_bytes);
-    c.num_stages = max_stages([&](int s) { return fp8_gemm_smem_bytes(64, 64, s, kind, 2, 2); }, smem_capacity,
-                              kKSplitMaxStages);
-    c.smem_bytes = fp8_gemm_smem_bytes(64, 64, c.num_stages, kind, 2, 2);
+    c.store_n = store_width(c.out_block_n(), kind.out_bytes);
+    deepen_fp8_gemm(c, smem_capacity, kKSplitMaxStages);
     c.num_sms = static_cast<int>(wide_tiles * 2);
   }
   return c;
