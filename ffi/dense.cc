@@ -25,7 +25,7 @@ namespace jaxgemm::ffi_handlers {
 
 // Every config key, as the lowering passes them (np.int32 attributes).
 struct GemmAttrs {
-  int32_t block_m, block_n, num_stages, store_n, group_n, num_sms, cluster_m, cluster_n, k_split, cluster_k;
+  int32_t block_m, block_n, num_stages, store_n, group_n, num_sms, cluster_m, cluster_n, k_split, cluster_k, pingpong;
   int32_t sfb_per_row, a_mn_major, b_mn_major, out_bytes, c_bytes;
   int32_t sfa_mn_major;  // FP8: A's scales are [L, ceil(K/128), M] (a launch stride, not a kernel variant)
 };
@@ -38,7 +38,7 @@ XLA_FFI_REGISTER_STRUCT_ATTR_DECODING(
     ::xla::ffi::StructMember<int32_t>("store_n"), ::xla::ffi::StructMember<int32_t>("group_n"),
     ::xla::ffi::StructMember<int32_t>("num_sms"), ::xla::ffi::StructMember<int32_t>("cluster_m"),
     ::xla::ffi::StructMember<int32_t>("cluster_n"), ::xla::ffi::StructMember<int32_t>("k_split"),
-    ::xla::ffi::StructMember<int32_t>("cluster_k"),
+    ::xla::ffi::StructMember<int32_t>("cluster_k"), ::xla::ffi::StructMember<int32_t>("pingpong"),
     ::xla::ffi::StructMember<int32_t>("sfb_per_row"), ::xla::ffi::StructMember<int32_t>("a_mn_major"),
     ::xla::ffi::StructMember<int32_t>("b_mn_major"), ::xla::ffi::StructMember<int32_t>("out_bytes"),
     ::xla::ffi::StructMember<int32_t>("c_bytes"), ::xla::ffi::StructMember<int32_t>("sfa_mn_major"));
@@ -71,6 +71,7 @@ GemmConfig config_from_attrs(const GemmAttrs& a) {
   c.cluster_n = a.cluster_n;
   c.k_split = a.k_split;
   c.cluster_k = a.cluster_k;
+  c.pingpong = a.pingpong;
   return c;
 }
 
@@ -89,6 +90,9 @@ ffi::ErrorOr<std::unique_ptr<GemmState>> instantiate(GemmConfig config, bool sfa
       return ffi::Unexpected(ffi::Error::InvalidArgument(std::string(op) + ": inconsistent cluster config"));
     if (config.k_split != 1 && !(config.k_split == 2 && config.block_m == 64))
       return ffi::Unexpected(ffi::Error::InvalidArgument(std::string(op) + ": k_split=2 needs block_m=64"));
+    if (config.pingpong != 0 &&
+        !(config.pingpong == 1 && config.block_m == 128 && std::is_same_v<Launcher, Sm90Bf16Gemm>))
+      return ffi::Unexpected(ffi::Error::InvalidArgument(std::string(op) + ": pingpong=1 needs bf16 and block_m=128"));
     auto state = std::make_unique<GemmState>();
     state->config = config;
     state->sfa_mn_major = sfa_mn_major;

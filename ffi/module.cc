@@ -35,6 +35,7 @@ nb::dict config_to_dict(const heuristics::GemmConfig& c) {
   d["cluster_n"] = c.cluster_n;
   d["k_split"] = c.k_split;
   d["cluster_k"] = c.cluster_k;
+  d["pingpong"] = c.pingpong;
   d["smem_bytes"] = c.smem_bytes;
   d["sfb_per_row"] = int(c.kind.sfb_per_row);
   d["a_mn_major"] = int(c.kind.a_mn_major);
@@ -66,6 +67,7 @@ heuristics::GemmConfig config_from_dict(const nb::dict& d, bool bf16) {
   c.cluster_n = get_int(d, "cluster_n", 1);
   c.k_split = get_int(d, "k_split", 1);
   c.cluster_k = get_int(d, "cluster_k", 1);
+  c.pingpong = get_int(d, "pingpong", 0);
   c.smem_bytes = bf16 ? heuristics::bf16_gemm_smem_bytes(c.block_m, c.block_n, c.num_stages, c.kind)
                       : heuristics::fp8_gemm_smem_bytes(c);
   return c;

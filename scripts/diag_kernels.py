@@ -13,6 +13,7 @@ import glob
 import gzip
 import json
 import os
+import re
 import statistics
 import sys
 
@@ -102,6 +103,24 @@ def gpu_trace(f, args, trace_dir, calls=5):
     end = max(e["ts"] + e["dur"] for e in kernels)
     busy = sum(e["dur"] for e in kernels)
     print(f"  GPU span {end - start:.0f} us, kernels {busy:.0f} us ({busy / (end - start):.0%} busy)", flush=True)
+    print_host_events(trace_dir, calls)
+
+
+def print_host_events(trace_dir, calls, top=25):
+    """The host-side events of the trace (XLA's thunks, driver calls, ...) by total time
+    per traced call: where the host spends a call when the GPU waits for it."""
+    path = max(glob.glob(f"{trace_dir}/**/perfetto_trace.json.gz", recursive=True), key=os.path.getmtime)
+    events = json.load(gzip.open(path))
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    gpu_pids = {e["pid"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"
+                and "GPU" in str(e.get("args", {}).get("name", ""))}
+    by_name = collections.defaultdict(list)
+    for e in events:
+        if e.get("ph") == "X" and e.get("pid") not in gpu_pids and e.get("dur", 0) > 0:
+            by_name[re.sub(r"[0-9]+", "#", e["name"])[:70]].append(e["dur"])
+    print(f"  host events (per traced call, {calls} calls): total us, count, mean us")
+    for name, durs in sorted(by_name.items(), key=lambda kv: -sum(kv[1]))[:top]:
+        print(f"    {sum(durs) / calls:9.1f} {len(durs) / calls:7.1f} {statistics.mean(durs):8.2f}  {name}")
 
 
 if __name__ == "__main__":

@@ -571,6 +571,20 @@ class TestBf16GemmConfig:
                                          out_dtype=F32, c_dtype=F32)
         assert (cfg32["out_bytes"], cfg32["c_bytes"]) == (4, 4) and cfg32["store_n"] * 4 <= 128
 
+    def test_pingpong(self):
+        """The heuristic runs ping-pong where K is short (the epilogue a large part of a
+        tile), not with C (its accumulators would spill); a pinned config only on request."""
+        cfg = jaxgemm.bf16_gemm_config(4096, 32768, 512, layout="nt", num_sms=132)
+        assert (cfg["block_m"], cfg["pingpong"]) == (128, 1) and cfg["block_n"] <= 192
+        assert jaxgemm.bf16_gemm_config(4096, 7168, 16384, layout="nt", num_sms=132)["pingpong"] == 0
+        with_c = jaxgemm.bf16_gemm_config(4096, 32768, 512, layout="nt", num_sms=132, c_dtype=jnp.float32)
+        assert with_c["pingpong"] == 0
+        pinned = jaxgemm.bf16_gemm_config(4096, 32768, 512, layout="nt", num_sms=132, config={"block_n": 128})
+        assert pinned["pingpong"] == 0
+        asked = jaxgemm.bf16_gemm_config(4096, 32768, 512, layout="nt", num_sms=132,
+                                         config={"block_n": 128, "pingpong": 1})
+        assert (asked["block_m"], asked["block_n"], asked["pingpong"]) == (128, 128, 1)
+
     def test_overrides(self):
         cfg = jaxgemm.bf16_gemm_config(333, 1160, 1536, layout="nn", num_sms=132,
                                        config={"block_m": 64, "block_n": 128})
@@ -582,6 +596,8 @@ class TestBf16GemmConfig:
         ("nt", {"cluster_n": 2}, r"bf16_gemm_nt: config cluster_n=2 \(A multicast\) is implemented for the FP8"),
         ("nt", {"block_m": 64, "k_split": 2}, r"bf16_gemm_nt: config k_split=2 .* needs the FP8 kernel"),
         ("nt", {"block_n": 64, "cluster_k": 2}, r"bf16_gemm_nt: config cluster_k=2 .* needs the FP8 kernel"),
+        ("nt", {"block_m": 64, "pingpong": 1}, r"bf16_gemm_nt: config pingpong=1 .* needs the BF16 kernel and block_m=128"),
+        ("nt", {"pingpong": 2}, r"config pingpong must be 0 or 1, got 2"),
         ("nn", {"block_n": 96}, r"bf16_gemm_nn: config block_n=96 must be a multiple of 64 \(128 with cluster_m=2\) when B is MN-major"),
         ("nn", {"block_n": 192, "cluster_m": 2}, r"must be a multiple of 64 \(128 with cluster_m=2\)"),
         ("tn", {"block_n": 96, "store_n": 64}, r"store_n=64 must divide block_n"),

@@ -194,6 +194,12 @@ def test_bf16_gemm(layout, c_dtype, out_dtype, m, n, k):
     {"block_m": 128, "block_n": 128, "num_sms": 7},
     {"block_m": 128, "block_n": 256, "cluster_m": 2},  # B multicast; 3 m-blocks: one dummy
     {"block_m": 64, "block_n": 128, "cluster_m": 2, "num_sms": 6},
+    # Ping-pong: 4 or 5 tiles per CTA, so both warpgroups take several turns, one
+    # more than the other on some CTAs.
+    {"block_m": 128, "block_n": 128, "pingpong": 1, "num_sms": 7},
+    {"block_m": 128, "block_n": 192, "pingpong": 1, "num_sms": 5},
+    {"block_m": 128, "block_n": 128, "pingpong": 1, "cluster_m": 2, "num_sms": 6},
+    {"block_m": 128, "block_n": 64, "pingpong": 1},  # one tile per CTA: the second warpgroup idles
 ])
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_bf16_gemm_pinned_configs(layout, config):

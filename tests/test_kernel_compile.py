@@ -252,7 +252,7 @@ def _instances(configs):
     for kind, cfg, shapes in chosen:
         key = (f"{kind}-m{cfg['block_m']}n{cfg['block_n']}s{cfg['num_stages']}"
                f"w{cfg['store_n']}g{cfg['group_n']}c{cfg['cluster_m']}a{cfg['cluster_n']}k{cfg['k_split']}"
-               f"x{cfg['cluster_k']}")
+               f"x{cfg['cluster_k']}p{cfg['pingpong']}")
         assert key not in out, f"two instances named {key}"
         out[key] = (kind, cfg, shapes)
     return out
@@ -293,6 +293,9 @@ def test_bench_configs_are_valid(kind):
         assert spec["op"] == "fp8" or cn == cfg["k_split"] == ck == 1, where  # FP8 only
         assert ck in (1, 2, 4, 8) and (ck == 1 or (cm * cn == 1 and cfg["block_n"] % (16 * ck) == 0)), where
         assert cfg["num_sms"] % (cm * cn * ck) == 0 and cfg["block_n"] % (8 * cm) == 0, where
+        # Ping-pong: BF16 128-row tiles whose accumulators fit in registers (no C, <= 192 columns).
+        assert cfg["pingpong"] == 0 or (spec["op"] == "bf16" and cfg["block_m"] == 128 and spec["c_bytes"] == 0
+                                        and cfg["block_n"] <= 192), where
         ctas = -(-m // (cfg["block_m"] * cm)) * cm * -(-(-(-n // cfg["block_n"])) // cn) * cn * ck
         assert 1 <= cfg["num_sms"] <= min(NUM_SMS, ctas), where
         # The config carries the kind it was chosen for (the FFI handler reads it).
@@ -373,6 +376,7 @@ def test_bench_kernel_compiles(compiled_bench_kernels, key):
         assert (f"jaxgemm::sm90::bf16_gemm<Wgmma, {head}, {cfg['cluster_m']}, {_bool(spec['a_mn_major'])}, "
                 f"{_bool(spec['b_mn_major'])}, {spec['out_bytes']}, {spec['c_bytes']}, ") in src, src
         assert f"MMA_64x{bn}x16_F32BF16BF16_SS<{majors}>" in src, src
+        assert f", {_bool(cfg['pingpong'])}>(params);" in src, src
 
 
 def _find_cuobjdump():

@@ -29,6 +29,7 @@ struct GemmConfig {
   int cluster_n = 1;   // 2: CTA pairs on adjacent n-blocks share A by TMA multicast (FP8)
   int k_split = 1;     // 2 (FP8, block_m = 64): two math warpgroups take alternate K blocks of a tile
   int cluster_k = 1;   // 2, 4 or 8 (FP8): the CTAs of a cluster split K of one tile, reduced in shared memory
+  int pingpong = 0;    // 1 (BF16, block_m = 128): each math warpgroup owns whole tiles, one's epilogue under the other's main loop
   int smem_bytes = 0;
 
   int num_threads() const { return (block_m / 64) * k_split * 128 + 128; }
@@ -40,7 +41,7 @@ struct GemmConfig {
   std::string str() const {
     std::ostringstream s;
     s << "block_m=" << block_m << " block_n=" << block_n << " stages=" << num_stages << " store_n=" << store_n
-      << " group_n=" << group_n << " sms=" << num_sms << " cluster_m=" << cluster_m << " cluster_n=" << cluster_n << " k_split=" << k_split << " cluster_k=" << cluster_k << " smem=" << smem_bytes
+      << " group_n=" << group_n << " sms=" << num_sms << " cluster_m=" << cluster_m << " cluster_n=" << cluster_n << " k_split=" << k_split << " cluster_k=" << cluster_k << " pingpong=" << pingpong << " smem=" << smem_bytes
       << " sfb_per_row=" << kind.sfb_per_row << " a_mn_major=" << kind.a_mn_major
       << " b_mn_major=" << kind.b_mn_major << " out_bytes=" << kind.out_bytes << " c_bytes=" << kind.c_bytes;
     return s.str();

@@ -4,7 +4,8 @@
 // larger of its tensor-core time (BM*BN*64 MACs at 2048 BF16 MACs/clk per SM)
 // and its TMA load time ((BM + BN) * 128 bytes at ~26 B/clk per SM), plus an
 // epilogue per tile; tiles run in waves over the SMs. There is no promotion,
-// so one math warpgroup keeps the tensor cores as busy as two.
+// so one math warpgroup keeps the tensor cores as busy as two. With ping-pong
+// (128-row tiles) only the last epilogue of a CTA is exposed.
 #pragma once
 
 #include <algorithm>
@@ -32,7 +33,7 @@ inline GemmConfig select_bf16_gemm_config(int64_t m, int64_t n, int64_t k, int64
   BestConfig best;
   for (int bm : {64, 128}) {
     if (bm == 128 && m <= 64) continue;
-    for (int bn : {16, 32, 48, 64, 96, 112, 128, 144, 160, 192, 224, 256}) {
+    for (int bn : {16, 32, 48, 64, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 256}) {
       if (kind.b_mn_major && bn % 64 != 0) continue;  // MN-major B tiles are whole 64-column chunks
       const int stages = max_stages([&](int s) { return bf16_gemm_smem_bytes(bm, bn, s, kind); }, smem_capacity);
       if (stages < 3) continue;
@@ -40,10 +41,18 @@ inline GemmConfig select_bf16_gemm_config(int64_t m, int64_t n, int64_t k, int64
       const int64_t waves = (tiles + num_sms - 1) / num_sms;
       const double mma = bm * bn * 64.0 / 2048;
       const double load = (bm + bn) * 128.0 / 26.0;
-      const double per_tile = num_k_blocks * (std::max(mma, load) + 32) + bm * bn * double(kind.out_bytes) / 64 + 500;
-      const GemmConfig c =
-          candidate(kind, bm, bn, stages, bf16_gemm_smem_bytes(bm, bn, stages, kind), num_sms, tiles);
-      best.offer(c, double(waves) * per_tile);
+      const double main_loop = num_k_blocks * (std::max(mma, load) + 32) + 500;
+      // Staging the output and draining the last WGMMAs (fitted on H100: a 128x256
+      // tile's epilogue costs about 2.5 K blocks).
+      const double epilogue = bm * bn * double(kind.out_bytes) / 10;
+      GemmConfig c = candidate(kind, bm, bn, stages, bf16_gemm_smem_bytes(bm, bn, stages, kind), num_sms, tiles);
+      best.offer(c, double(waves) * (main_loop + epilogue));
+      // Ping-pong hides every epilogue but the last under the other warpgroup's main
+      // loop. Its 128 x BN accumulators per thread spill past 192 columns, or with C.
+      if (bm == 128 && bn <= 192 && kind.c_bytes == 0) {
+        c.pingpong = 1;
+        best.offer(c, double(waves) * main_loop + epilogue);
+      }
     }
   }
   if (!best.found) throw std::runtime_error("select_bf16_gemm_config: no config fits shared memory");

@@ -34,7 +34,7 @@ struct Sm90Bf16Gemm {
            std::to_string(c.num_stages) + ", " + std::to_string(c.store_n) + ", " + std::to_string(c.group_n) +
            ", " + std::to_string(c.cluster_m) + ", " + bool_str(c.kind.a_mn_major) + ", " + bool_str(c.kind.b_mn_major) + ", " +
            std::to_string(c.kind.out_bytes) + ", " + std::to_string(c.kind.c_bytes) + ", " +
-           bool_str(heuristics::bf16_gemm_epilogue_ring(c)) + ">(params);\n}\n";
+           bool_str(heuristics::bf16_gemm_epilogue_ring(c)) + ", " + bool_str(c.pingpong != 0) + ">(params);\n}\n";
     return src;
   }
 

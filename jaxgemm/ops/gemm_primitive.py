@@ -36,7 +36,7 @@ __all__ = ["GemmSpec", "gemm_p", "gemm_config", "CONFIG_KEYS", "normalize_config
 
 SMEM_CAPACITY = 232448  # bytes of shared memory one SM90 block may use
 CONFIG_KEYS = ("block_m", "block_n", "num_stages", "store_n", "group_n", "num_sms", "cluster_m", "cluster_n",
-               "k_split", "cluster_k")
+               "k_split", "cluster_k", "pingpong")
 _KIND_KEYS = ("sfb_per_row", "a_mn_major", "b_mn_major", "out_bytes", "c_bytes")
 _FFI_TARGETS = {"fp8": "jaxgemm_fp8_gemm", "bf16": "jaxgemm_bf16_gemm"}
 
@@ -129,6 +129,7 @@ _CONFIG_RULES = {
     "cluster_n": (lambda v: v in (1, 2), "1 or 2"),
     "k_split": (lambda v: v in (1, 2), "1 or 2"),
     "cluster_k": (lambda v: v in (1, 2, 4, 8), "1, 2, 4 or 8"),
+    "pingpong": (lambda v: v in (0, 1), "0 or 1"),
 }
 
 
@@ -174,6 +175,9 @@ def gemm_config(spec: GemmSpec, m: int, n: int, k: int, batches: int = 1, *,
     for key in ("cluster_m", "cluster_n", "cluster_k"):
         if key not in overrides:
             cfg[key] = 1  # with a pinned config, clusters only where asked for
+    cfg.setdefault("pingpong", 0)
+    if "pingpong" not in overrides:
+        cfg["pingpong"] = 0  # and ping-pong too
     if cfg["cluster_m"] * cfg["cluster_n"] > 2:
         raise ValueError(f"{op_name}: config {overrides}: a cluster pairs CTAs along M (cluster_m=2, "
                          "B multicast) or along N (cluster_n=2, A multicast), not both")
@@ -186,6 +190,9 @@ def gemm_config(spec: GemmSpec, m: int, n: int, k: int, batches: int = 1, *,
         raise ValueError(f"{op_name}: config cluster_k={cluster_k} (K split over a cluster of CTAs) "
                          "needs the FP8 kernel, no multicast (cluster_m=cluster_n=1) and block_n a "
                          f"multiple of {16 * cluster_k}")
+    if cfg["pingpong"] and (spec.op != "bf16" or cfg["block_m"] != 128):
+        raise ValueError(f"{op_name}: config pingpong=1 (each math warpgroup on its own 128-row tile) "
+                         "needs the BF16 kernel and block_m=128")
     if "k_split" not in overrides and cfg["block_m"] != 64:
         cfg["k_split"] = 1  # the heuristic's K split is for its 64-row tiles
     if cfg["k_split"] != 1 and (spec.op != "fp8" or cfg["block_m"] != 64):

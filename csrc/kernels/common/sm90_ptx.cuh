@@ -189,4 +189,10 @@ __device__ __forceinline__ void named_barrier_sync(uint32_t num_threads, uint32_
   asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(num_threads) : "memory");
 }
 
+// Arrives at named barrier `id` without waiting: the other warps of the
+// `num_threads` bar.sync there.
+__device__ __forceinline__ void named_barrier_arrive(uint32_t num_threads, uint32_t id) {
+  asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(num_threads) : "memory");
+}
+
 }  // namespace jaxgemm::sm90

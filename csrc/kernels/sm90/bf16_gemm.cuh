@@ -15,6 +15,15 @@
 //
 // Warp roles and the epilogue are those of the FP8 kernel (fp8_gemm.cuh): one
 // producer warpgroup issuing TMA loads, 1 or 2 math warpgroups of 64 rows each.
+//
+// PINGPONG (BLOCK_M = 128): instead, each of the two math warpgroups owns whole
+// tiles, every other tile of the CTA, and runs its 128 rows as two m64 WGMMAs per
+// k step. The producer still loads the tiles in order into the one ring of stages,
+// and each warpgroup skips the other's stages. The warpgroups take turns on the
+// tensor cores (a named barrier pair), so one's epilogue runs under the other's
+// main loop: where K is short, the epilogue is a large part of a tile's time.
+// The turns also make the parity waits sound: a warpgroup waits on a stage's
+// "full" barrier only after the other has waited on all the stages it skipped.
 // With CLUSTER_M = 2, as there, the two CTAs of a cluster take adjacent m-blocks of
 // one n-block and each loads half of the B tile, multicast to both: at 128 x 256
 // tiles a stage is 48 KiB per 1024 tensor-core cycles, more than L2 feeds an SM, so
@@ -55,14 +64,19 @@ constexpr uint64_t bf16_k16_step() { return MN_MAJOR ? 2048 >> 4 : 32 >> 4; }
 
 template <class Wgmma, unsigned BLOCK_M, unsigned BLOCK_N, unsigned NUM_STAGES, unsigned STORE_N,
           unsigned GROUP_N, unsigned CLUSTER_M, bool A_MN_MAJOR, bool B_MN_MAJOR, unsigned OUT_BYTES,
-          unsigned C_BYTES, bool EPILOGUE_RING>
+          unsigned C_BYTES, bool EPILOGUE_RING, bool PINGPONG = false>
 __device__ __forceinline__ void bf16_gemm(const Bf16GemmParams& p) {
   using Layout = Bf16GemmLayout<BLOCK_M, BLOCK_N, NUM_STAGES, OUT_BYTES, EPILOGUE_RING>;
   constexpr unsigned BLOCK_K = Layout::BLOCK_K;
   constexpr unsigned NUM_MATH_WG = BLOCK_M / 64;
   constexpr unsigned NUM_MATH_THREADS = NUM_MATH_WG * 128;
   constexpr unsigned NUM_ACC = BLOCK_N / 2;
+  // 64-row slabs of a tile one math warpgroup computes, and math warpgroups that read each stage.
+  constexpr unsigned SLABS = PINGPONG ? BLOCK_M / 64 : 1;
+  constexpr unsigned READERS = PINGPONG ? 1 : NUM_MATH_WG;
+  constexpr unsigned kTurnBarrier = 3;  // named barriers 3 and 4 (1 and 2 are the epilogue's)
   static_assert(BLOCK_M == 64 || BLOCK_M == 128, "one or two math warpgroups of 64 rows");
+  static_assert(!PINGPONG || BLOCK_M == 128, "ping-pong runs two warpgroups of 128-row tiles");
   static_assert(BLOCK_N % 16 == 0 && BLOCK_N <= 256, "BLOCK_N must be a multiple of 16");
   static_assert(!B_MN_MAJOR || BLOCK_N % 64 == 0, "an MN-major B tile is whole 64-column chunks");
   static_assert(CLUSTER_M == 1 || CLUSTER_M == 2, "B is multicast to at most 2 CTAs");
@@ -93,7 +107,7 @@ __device__ __forceinline__ void bf16_gemm(const Bf16GemmParams& p) {
     prefetch_tma(&p.tma_b);
     prefetch_tma(&p.tma_d);
   }
-  init_pipeline<NUM_STAGES, CLUSTER_M, NUM_MATH_WG>(full, empty);
+  init_pipeline<NUM_STAGES, CLUSTER_M, READERS>(full, empty);
 
   if (warp_group == NUM_MATH_WG) {
     // ---------------------------------------------------------------- producer
@@ -149,40 +163,66 @@ __device__ __forceinline__ void bf16_gemm(const Bf16GemmParams& p) {
     const unsigned t = threadIdx.x % 128, lane = t % 32;
     uint8_t* smem_d_wg = smem_d + warp_group * epilogue_smem_bytes<EPILOGUE_RING, BLOCK_N, OUT_BYTES>();
     unsigned store_seq = 0;  // chunks stored by this warpgroup
-    // This warpgroup's 64 rows of the A tile: a K-major 64-row slice, or one MN chunk.
-    const unsigned a_offset = warp_group * (A_MN_MAJOR ? Layout::CHUNK : 64 * BLOCK_K * 2);
-    float acc[NUM_ACC];
-    unsigned it = 0;
-    for (unsigned tile = first_tile; tile < sched.num_tiles; tile += tile_stride) {
+    // The A rows of slab `i` of this warpgroup's tile: a K-major 64-row slice, or one MN chunk.
+    const auto a_offset = [&](unsigned i) {
+      return (PINGPONG ? i : warp_group) * (A_MN_MAJOR ? Layout::CHUNK : 64 * BLOCK_K * 2);
+    };
+    float acc[SLABS][NUM_ACC];
+    // Ping-pong: this warpgroup's tiles are every other one of the CTA's, and its
+    // first stage comes after the other's first tile.
+    const unsigned my_first = first_tile + (PINGPONG ? warp_group * tile_stride : 0);
+    const unsigned my_stride = PINGPONG ? 2 * tile_stride : tile_stride;
+    unsigned it = PINGPONG ? warp_group * num_k_blocks : 0;
+    for (unsigned tile = my_first; tile < sched.num_tiles; tile += my_stride) {
       unsigned l, m_block, n_block;
       sched.get(tile, rank, l, m_block, n_block);
 #pragma unroll
-      for (unsigned i = 0; i < NUM_ACC; ++i) acc[i] = 0.0f;
+      for (unsigned i = 0; i < SLABS; ++i)
+#pragma unroll
+        for (unsigned j = 0; j < NUM_ACC; ++j) acc[i][j] = 0.0f;
+      // Our turn: the other warpgroup has issued its main loop of the tile before ours.
+      if constexpr (PINGPONG)
+        if (tile != first_tile) named_barrier_sync(256, kTurnBarrier + warp_group);
       for (unsigned kb = 0; kb < num_k_blocks; ++kb) {
         const unsigned s = (it + kb) % NUM_STAGES;
         Barrier::wait(&full[s], ((it + kb) / NUM_STAGES) & 1);
-        const uint64_t da = bf16_operand_desc<A_MN_MAJOR>(smem_a + s * Layout::SMEM_A + a_offset);
         const uint64_t db = bf16_operand_desc<B_MN_MAJOR>(smem_b + s * Layout::SMEM_B);
-        fence_accumulators(acc);
+        uint64_t da[SLABS];
+#pragma unroll
+        for (unsigned i = 0; i < SLABS; ++i) {
+          da[i] = bf16_operand_desc<A_MN_MAJOR>(smem_a + s * Layout::SMEM_A + a_offset(i));
+          fence_accumulators(acc[i]);
+        }
         cute::warpgroup_arrive();
 #pragma unroll
         for (unsigned k = 0; k < BLOCK_K / 16; ++k)
-          wgmma_fma<Wgmma>(da + k * bf16_k16_step<A_MN_MAJOR>(), db + k * bf16_k16_step<B_MN_MAJOR>(), acc, true,
-                           typename MakeIndexSequence<NUM_ACC>::type{});
+#pragma unroll
+          for (unsigned i = 0; i < SLABS; ++i)
+            wgmma_fma<Wgmma>(da[i] + k * bf16_k16_step<A_MN_MAJOR>(), db + k * bf16_k16_step<B_MN_MAJOR>(),
+                             acc[i], true, typename MakeIndexSequence<NUM_ACC>::type{});
         cute::warpgroup_commit_batch();
         // Keep this batch in flight; the previous one is done once at most one is pending.
         cute::warpgroup_wait<1>();
-        fence_accumulators(acc);
+#pragma unroll
+        for (unsigned i = 0; i < SLABS; ++i) fence_accumulators(acc[i]);
         if (kb > 0) release_stage<CLUSTER_M>(empty, (it + kb - 1) % NUM_STAGES, lane);
       }
+      // The other warpgroup's turn, if the CTA has a next tile.
+      if constexpr (PINGPONG)
+        if (tile + tile_stride < sched.num_tiles) named_barrier_arrive(256, kTurnBarrier + (warp_group ^ 1));
       cute::warpgroup_wait<0>();
-      fence_accumulators(acc);
+#pragma unroll
+      for (unsigned i = 0; i < SLABS; ++i) fence_accumulators(acc[i]);
       if (num_k_blocks > 0) release_stage<CLUSTER_M>(empty, (it + num_k_blocks - 1) % NUM_STAGES, lane);
-      it += num_k_blocks;
+      it += num_k_blocks * (PINGPONG ? 2 : 1);
 
-      const EpilogueCoords at{p.m, p.n, l, m_block * BLOCK_M + warp_group * 64, n_block * BLOCK_N};
-      store_tile<EPILOGUE_RING, BLOCK_N, STORE_N, OUT_BYTES, C_BYTES>(acc, smem_d_wg, &p.tma_d, p.c, at, 1 + warp_group,
-                                                      store_seq);
+#pragma unroll
+      for (unsigned i = 0; i < SLABS; ++i) {
+        const EpilogueCoords at{p.m, p.n, l, m_block * BLOCK_M + (PINGPONG ? i : warp_group) * 64,
+                                n_block * BLOCK_N};
+        store_tile<EPILOGUE_RING, BLOCK_N, STORE_N, OUT_BYTES, C_BYTES>(acc[i], smem_d_wg, &p.tma_d, p.c, at,
+                                                                        1 + warp_group, store_seq);
+      }
     }
     if (t == 0) tma_store_wait<0>();
   }

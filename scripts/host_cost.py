@@ -1,0 +1,99 @@
+"""Host cost of a jaxgemm call at small M (a development aid).
+
+    python scripts/host_cost.py [M N K ...]
+
+1. The driver calls of one execute stage, timed alone: cuTensorMapEncodeTiled (three or
+   four per FP8 call) through ctypes, less the cost of a ctypes call.
+2. The benchmark's nt function and XLA's FP8 dot timed two ways: as `bench._time_fn`
+   does (each call's outputs still alive while the next call is issued, so XLA's CUDA
+   graph sees new output addresses and is updated), and with the previous outputs freed
+   first (the allocator hands the same addresses back, so the graph is launched as
+   recorded).
+"""
+import ctypes
+import math
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+
+import jaxgemm
+from jaxgemm import bench
+
+
+def time_encode(iters=20000):
+    cuda = ctypes.CDLL("libcuda.so.1")
+    assert cuda.cuInit(0) == 0
+    raw = ctypes.create_string_buffer(256)  # CUtensorMap must be 64-byte aligned
+    desc = ctypes.c_void_p((ctypes.addressof(raw) + 63) // 64 * 64)
+    u64x3 = ctypes.c_uint64 * 3
+    u32x3 = ctypes.c_uint32 * 3
+    dims, strides = u64x3(7168, 128, 1), u64x3(7168, 128 * 7168, 0)
+    box, elem = u32x3(128, 64, 1), u32x3(1, 1, 1)
+    ptr = ctypes.c_void_p(0x7F0000000000)
+    args = (desc, 0, 3, ptr, dims, strides, box, elem, 0, 3, 3, 0)  # UINT8, 128B swizzle, L2 256B
+    if (err := cuda.cuTensorMapEncodeTiled(*args)) != 0:
+        print(f"cuTensorMapEncodeTiled failed: {err}")
+        return
+    version = ctypes.c_int()
+
+    def loop(fn, *a):
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            fn(*a)
+        return (time.perf_counter() - t0) / iters * 1e6
+
+    base = min(loop(cuda.cuDriverGetVersion, ctypes.byref(version)) for _ in range(3))
+    enc = min(loop(cuda.cuTensorMapEncodeTiled, *args) for _ in range(3))
+    print(f"cuTensorMapEncodeTiled: {enc - base:.2f} us each (ctypes call {base:.2f} us subtracted)")
+
+
+def time_free_first(fn, args):
+    """`bench._time_fn`'s loop with each call's outputs freed before the next call."""
+    out = jax.block_until_ready(fn(*args))
+    t0, warm = time.perf_counter(), 0
+    while time.perf_counter() - t0 < bench._WARMUP_S:
+        out = None
+        out = fn(*args)
+        jax.block_until_ready(out)
+        warm += 1
+    calls = max(bench._MIN_CALLS, math.ceil(bench._MIN_REP_S / ((time.perf_counter() - t0) / warm)))
+    times = []
+    for _ in range(bench._REPS):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            out = None
+            out = fn(*args)
+        jax.block_until_ready(out)
+        times.append((time.perf_counter() - t0) / calls)
+    return statistics.median(times)
+
+
+def main(argv):
+    time_encode()
+    shapes = [tuple(map(int, argv[i:i + 3])) for i in range(0, len(argv), 3)] or [(128, 2112, 7168), (128, 4096, 7168)]
+    for m, n, k in shapes:
+        sets = bench._num_sets(bench._fp8_bytes(m, n, k))
+        a, b = map(list, zip(*(bench._gen_fp8(s, m, n, k, False) for s in bench._set_keys(jax.random.PRNGKey(0), 1, sets))))
+        f = jax.jit(lambda a, b: [jaxgemm.fp8_gemm_nt(x, y) for x, y in zip(a, b)])
+        sa, sb = [jnp.max(x[1]) for x in a], [jnp.max(y[1]) for y in b]
+
+        def fp8_dot(a8, s, b8, t):
+            return jax.lax.dot_general(a8.astype(jnp.float32) * s, b8.astype(jnp.float32) * t, (((1,), (1,)), ((), ())),
+                                       preferred_element_type=jnp.float32).astype(jnp.bfloat16)
+
+        g = jax.jit(lambda a, sa, b, sb: [fp8_dot(x[0], s, y[0], t) for x, s, y, t in zip(a, sa, b, sb)])
+        for name, fn, args in (("nt", f, (a, b)), ("xla_fp8", g, (a, sa, b, sb))):
+            for trial in range(2):
+                t_live, _ = bench._time_fn(fn, args)
+                t_free = time_free_first(fn, args)
+                tf = lambda t: 2 * m * n * k * sets / t / 1e12
+                print(f"{name:8s} M={m} N={n} K={k} ({sets} sets): outputs live {t_live / sets * 1e6:6.2f} us/op "
+                      f"{tf(t_live):4.0f} TFLOPS | freed first {t_free / sets * 1e6:6.2f} us/op {tf(t_free):4.0f} TFLOPS",
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
