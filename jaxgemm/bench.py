@@ -18,7 +18,7 @@ For each DeepSeek-V3 (N, K) shape and each M, in one run and on the same GPU:
 
 Method: one jitted function applies the op to several distinct input sets whose
 operands together exceed 4x the 50 MB L2 cache, so that no run measures the cache; it is
-called back to back after a warm-up of at least 0.3 s (the GPU's clocks ramp up from
+called back to back (each call's outputs dropped before the next) after a warm-up of at least 0.3 s (the GPU's clocks ramp up from
 idle), each repetition runs it for at least 50 ms with the device synchronised once at
 the end, and the median over 5 repetitions is reported. The jaxgemm kernels of the whole run are compiled
 first, in parallel (`jaxgemm.precompile`), so that no timed call and no warm-up waits on
@@ -119,7 +119,8 @@ def _time_fn(fn, args, *, check=None, carry=None):
     del out
     warm, t0 = 0, time.perf_counter()
     while True:
-        jax.block_until_ready(call())
+        out = None
+        out = jax.block_until_ready(call())
         warm += 1
         spent = time.perf_counter() - t0
         if spent >= _WARMUP_S:
@@ -129,6 +130,12 @@ def _time_fn(fn, args, *, check=None, carry=None):
     for _ in range(_REPS):
         t0 = time.perf_counter()
         for _ in range(calls):
+            # Drop the last call's outputs first, as a loop that consumes them would:
+            # the allocator can then hand the same addresses back, and XLA launches
+            # its CUDA graph as recorded. Outputs kept alive across the call get new
+            # addresses, and XLA updates the graph on the host first, which at M=128
+            # took longer than the kernels (scripts/host_cost.py).
+            out = None
             out = call()
         jax.block_until_ready(out)
         times.append((time.perf_counter() - t0) / calls)
