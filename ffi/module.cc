@@ -189,6 +189,27 @@ NB_MODULE(_C, m) {
       },
       nb::arg("block_m"), nb::arg("block_n"), nb::arg("num_stages"), nb::arg("out_bytes") = 2);
 
+  // A config's shared memory, and the most stages that fit (as the heuristics
+  // deepen their picks), for configs a user pinned in part.
+  m.def(
+      "gemm_smem_bytes", [](const nb::dict& config, bool bf16) { return config_from_dict(config, bf16).smem_bytes; },
+      nb::arg("config"), nb::arg("bf16"));
+  m.def(
+      "gemm_deepest_stages",
+      [](const nb::dict& config, bool bf16) {
+        nb::dict d;  // the caller's dict, with any stage count (replaced here)
+        for (auto [key, value] : config) d[key] = value;
+        d["num_stages"] = 1;
+        heuristics::GemmConfig c = config_from_dict(d, bf16);
+        if (bf16)
+          heuristics::deepen_bf16_gemm(c, heuristics::kSmemCapacity);
+        else
+          heuristics::deepen_fp8_gemm(c, heuristics::kSmemCapacity,
+                                      c.k_split > 1 ? heuristics::kKSplitMaxStages : 8);
+        return c.num_stages;
+      },
+      nb::arg("config"), nb::arg("bf16"));
+
   m.def(
       "fp8_gemm_source",
       [](const nb::dict& config) { return launchers::Sm90Fp8Gemm::generate_source(config_from_dict(config, false)); },

@@ -21,6 +21,13 @@ inline int bf16_gemm_smem_bytes(int block_m, int block_n, int stages, const Gemm
   return gemm_smem_bytes(block_m, block_n, stages, (block_m + block_n) * 128, kind.out_bytes);
 }
 
+// Sets c's stages to the most that fit, and its shared memory to match.
+inline void deepen_bf16_gemm(GemmConfig& c, int smem_capacity) {
+  c.num_stages = max_stages([&c](int s) { return bf16_gemm_smem_bytes(c.block_m, c.block_n, s, c.kind); },
+                            smem_capacity);
+  c.smem_bytes = bf16_gemm_smem_bytes(c.block_m, c.block_n, c.num_stages, c.kind);
+}
+
 inline bool bf16_gemm_epilogue_ring(const GemmConfig& c) {
   return epilogue_ring(c.block_m, c.block_n, c.num_stages, (c.block_m + c.block_n) * 128, c.kind.out_bytes);
 }

@@ -140,14 +140,6 @@ def _kind(spec: GemmSpec) -> dict:
                 c_bytes=c_bytes)
 
 
-def _smem_bytes(spec: GemmSpec, ext, block_m, block_n, stages, k_split=1, cluster_k=1) -> int:
-    kind = _kind(spec)
-    if spec.op == "fp8":
-        return ext.fp8_gemm_smem_bytes(block_m, block_n, stages, bool(kind["sfb_per_row"]),
-                                       kind["out_bytes"], k_split, cluster_k)
-    return ext.bf16_gemm_smem_bytes(block_m, block_n, stages, kind["out_bytes"])
-
-
 def gemm_config(spec: GemmSpec, m: int, n: int, k: int, batches: int = 1, *,
                 num_sms: int | None = None) -> dict:
     """The kernel config for a shape: the heuristic's pick, with `spec.config`'s overrides.
@@ -207,12 +199,9 @@ def gemm_config(spec: GemmSpec, m: int, n: int, k: int, batches: int = 1, *,
                          f"{spec.out_dtype} output")
     if cfg["num_sms"] > num_sms and "num_sms" in overrides:
         raise ValueError(f"{op_name}: config num_sms={cfg['num_sms']} exceeds the {num_sms} SMs")
-    if "num_stages" not in overrides:  # as deep as the heuristic would go (k_split: 16)
-        stages, limit = 0, 16 if cfg["k_split"] > 1 else 8
-        while stages < limit and _smem_bytes(spec, ext, cfg["block_m"], cfg["block_n"], stages + 1,
-                                             cfg["k_split"], cluster_k) <= SMEM_CAPACITY:
-            stages += 1
-        cfg["num_stages"] = stages
+    bf16 = spec.op == "bf16"
+    if "num_stages" not in overrides:  # as deep as the heuristic would go
+        cfg["num_stages"] = ext.gemm_deepest_stages(cfg, bf16)
     cluster_m, cluster_n = cfg["cluster_m"], cfg["cluster_n"]
     cluster = cluster_m * cluster_n * cluster_k
     if "num_sms" not in overrides:  # every CTA of every cluster that has a tile
@@ -223,8 +212,7 @@ def gemm_config(spec: GemmSpec, m: int, n: int, k: int, batches: int = 1, *,
         raise ValueError(f"{op_name}: config {overrides}: with cluster_m={cluster_m}, "
                          f"cluster_n={cluster_n} and cluster_k={cluster_k}, num_sms must be a "
                          f"multiple of {cluster} and block_n / 8 of {cluster_m}")
-    cfg["smem_bytes"] = _smem_bytes(spec, ext, cfg["block_m"], cfg["block_n"], cfg["num_stages"],
-                                    cfg["k_split"], cluster_k)
+    cfg["smem_bytes"] = ext.gemm_smem_bytes(cfg, bf16)
     if cfg["smem_bytes"] > SMEM_CAPACITY or cfg["num_stages"] < 1:
         raise ValueError(f"{op_name}: config {overrides} needs {cfg['smem_bytes']} bytes of shared "
                          f"memory, more than the {SMEM_CAPACITY} an SM90 block can have")
