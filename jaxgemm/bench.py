@@ -18,8 +18,8 @@ For each DeepSeek-V3 (N, K) shape and each M, in one run and on the same GPU:
 
 Method: one jitted function applies the op to several distinct input sets whose
 operands together exceed 4x the 50 MB L2 cache, so that no run measures the cache; it is
-called back to back (each call's outputs dropped before the next) after a warm-up of at least 0.3 s (the GPU's clocks ramp up from
-idle), each repetition runs it for at least 50 ms with the device synchronised once at
+called back to back, each call's outputs dropped before the next, after a warm-up of at
+least 0.3 s (the GPU's clocks ramp up from idle), each repetition runs it for at least 50 ms with the device synchronised once at
 the end, and the median over 5 repetitions is reported. The jaxgemm kernels of the whole run are compiled
 first, in parallel (`jaxgemm.precompile`), so that no timed call and no warm-up waits on
 NVCC. calc_diff is each jaxgemm output (first input set) against a float32 HIGHEST
@@ -202,10 +202,12 @@ def _config(config_fn, m, n, k, **kw) -> dict:
 
 def _flags(c) -> str:
     """c2: B multicast (cluster_m=2), a2: A multicast (cluster_n=2), k2: K split over two
-    warpgroups (k_split=2), K2 / K4: K split over a cluster of CTAs (cluster_k)."""
+    warpgroups (k_split=2), K2 / K4: K split over a cluster of CTAs (cluster_k), pp:
+    BF16 ping-pong (pingpong=1)."""
     return (("c2" if c.get("cluster_m", 1) > 1 else "") + ("a2" if c.get("cluster_n", 1) > 1 else "")
             + ("k2" if c.get("k_split", 1) > 1 else "")
-            + (f"K{c['cluster_k']}" if c.get("cluster_k", 1) > 1 else ""))
+            + (f"K{c['cluster_k']}" if c.get("cluster_k", 1) > 1 else "")
+            + ("pp" if c.get("pingpong", 0) else ""))
 
 
 def _cfg_str(c) -> str:

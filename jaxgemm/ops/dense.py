@@ -338,7 +338,10 @@ def fp8_gemm_config(m: int, n: int, k: int, batches: int = 1, *, num_sms: int | 
 def bf16_gemm_config(m: int, n: int, k: int, batches: int = 1, *, layout: str = "nt",
                      num_sms: int | None = None, config=None, out_dtype=jnp.bfloat16,
                      c_dtype=None) -> dict:
-    """The BF16 kernel config the heuristic picks for a shape and layout."""
+    """The BF16 kernel config the heuristic picks for a shape and layout (with a user's
+    overrides). Keys as for `fp8_gemm_config`, less the FP8-only `cluster_n`, `k_split`
+    and `cluster_k`, plus `pingpong`: 1 (with `block_m=128`) has each of the two math
+    warpgroups own every other tile, so one's epilogue runs under the other's main loop."""
     a_t, b_t = reference.LAYOUTS[layout]
     spec = _bf16_spec(a_t, b_t, out_dtype, c_dtype,
                       normalize_config(dict(config) if isinstance(config, tuple) else config,

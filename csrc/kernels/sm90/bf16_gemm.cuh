@@ -15,19 +15,20 @@
 //
 // Warp roles and the epilogue are those of the FP8 kernel (fp8_gemm.cuh): one
 // producer warpgroup issuing TMA loads, 1 or 2 math warpgroups of 64 rows each.
-//
-// PINGPONG (BLOCK_M = 128): instead, each of the two math warpgroups owns whole
-// tiles, every other tile of the CTA, and runs its 128 rows as two m64 WGMMAs per
-// k step. The producer still loads the tiles in order into the one ring of stages,
-// and each warpgroup skips the other's stages. The warpgroups take turns on the
-// tensor cores (a named barrier pair), so one's epilogue runs under the other's
-// main loop: where K is short, the epilogue is a large part of a tile's time.
-// The turns also make the parity waits sound: a warpgroup waits on a stage's
-// "full" barrier only after the other has waited on all the stages it skipped.
 // With CLUSTER_M = 2, as there, the two CTAs of a cluster take adjacent m-blocks of
 // one n-block and each loads half of the B tile, multicast to both: at 128 x 256
 // tiles a stage is 48 KiB per 1024 tensor-core cycles, more than L2 feeds an SM, so
 // sharing B matters here more than in the FP8 kernel.
+//
+// PINGPONG (BLOCK_M = 128): instead of splitting a tile's rows, each of the two
+// math warpgroups owns whole tiles, every other tile of the CTA, and runs its 128
+// rows as two m64 WGMMAs per k step. The producer still loads the tiles in order
+// into the one ring of stages, and each warpgroup skips the other's stages. The
+// warpgroups take turns on the tensor cores (a named barrier pair), so one's
+// epilogue runs under the other's main loop: where K is short, the epilogue is a
+// large part of a tile's time. The turns also make the parity waits sound: a
+// warpgroup waits on a stage's "full" barrier only after the other has waited on
+// all the stages it skipped.
 #pragma once
 
 #include <cutlass/arch/reg_reconfig.h>
