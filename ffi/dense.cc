@@ -114,7 +114,7 @@ ffi::ErrorOr<std::unique_ptr<GemmState>> Fp8GemmInstantiate(GemmAttrs attrs) {
 
 ffi::ErrorOr<std::unique_ptr<GemmState>> Bf16GemmInstantiate(GemmAttrs attrs) {
   GemmConfig c = config_from_attrs(attrs);
-  c.smem_bytes = heuristics::bf16_gemm_smem_bytes(c.block_m, c.block_n, c.num_stages, c.kind);
+  c.smem_bytes = heuristics::bf16_gemm_smem_bytes(c);
   return instantiate<Sm90Bf16Gemm>(c, false, "jaxgemm bf16_gemm");
 }
 

@@ -68,8 +68,7 @@ heuristics::GemmConfig config_from_dict(const nb::dict& d, bool bf16) {
   c.k_split = get_int(d, "k_split", 1);
   c.cluster_k = get_int(d, "cluster_k", 1);
   c.pingpong = get_int(d, "pingpong", 0);
-  c.smem_bytes = bf16 ? heuristics::bf16_gemm_smem_bytes(c.block_m, c.block_n, c.num_stages, c.kind)
-                      : heuristics::fp8_gemm_smem_bytes(c);
+  c.smem_bytes = bf16 ? heuristics::bf16_gemm_smem_bytes(c) : heuristics::fp8_gemm_smem_bytes(c);
   return c;
 }
 
@@ -204,8 +203,7 @@ NB_MODULE(_C, m) {
         if (bf16)
           heuristics::deepen_bf16_gemm(c, heuristics::kSmemCapacity);
         else
-          heuristics::deepen_fp8_gemm(c, heuristics::kSmemCapacity,
-                                      c.k_split > 1 ? heuristics::kKSplitMaxStages : 8);
+          heuristics::deepen_fp8_gemm(c, heuristics::kSmemCapacity);
         return c.num_stages;
       },
       nb::arg("config"), nb::arg("bf16"));

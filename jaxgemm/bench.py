@@ -19,10 +19,10 @@ For each DeepSeek-V3 (N, K) shape and each M, in one run and on the same GPU:
 Method: one jitted function applies the op to several distinct input sets whose
 operands together exceed 4x the 50 MB L2 cache, so that no run measures the cache; it is
 called back to back, each call's outputs dropped before the next, after a warm-up of at
-least 0.3 s (the GPU's clocks ramp up from idle), each repetition runs it for at least 50 ms with the device synchronised once at
-the end, and the median over 5 repetitions is reported. The jaxgemm kernels of the whole run are compiled
-first, in parallel (`jaxgemm.precompile`), so that no timed call and no warm-up waits on
-NVCC. calc_diff is each jaxgemm output (first input set) against a float32 HIGHEST
+least 0.3 s (the GPU's clocks ramp up from idle), each repetition runs it for at least
+50 ms with the device synchronised once at the end, and the median over 5 repetitions is
+reported. The jaxgemm kernels of the whole run are compiled first, in parallel
+(`jaxgemm.precompile`), so that no timed call and no warm-up waits on NVCC. calc_diff is each jaxgemm output (first input set) against a float32 HIGHEST
 reference of the dequantized inputs, computed on the device as sum((x-y)^2) /
 sum(x^2 + y^2) (DeepGEMM's metric, rewritten without cancellation). Timings are never
 asserted anywhere; BENCHMARKS.md records them. The summary table comes last.

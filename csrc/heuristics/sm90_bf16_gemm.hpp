@@ -21,11 +21,16 @@ inline int bf16_gemm_smem_bytes(int block_m, int block_n, int stages, const Gemm
   return gemm_smem_bytes(block_m, block_n, stages, (block_m + block_n) * 128, kind.out_bytes);
 }
 
+// The same, for a config's own tiles, stages and kind.
+inline int bf16_gemm_smem_bytes(const GemmConfig& c) {
+  return bf16_gemm_smem_bytes(c.block_m, c.block_n, c.num_stages, c.kind);
+}
+
 // Sets c's stages to the most that fit, and its shared memory to match.
 inline void deepen_bf16_gemm(GemmConfig& c, int smem_capacity) {
   c.num_stages = max_stages([&c](int s) { return bf16_gemm_smem_bytes(c.block_m, c.block_n, s, c.kind); },
                             smem_capacity);
-  c.smem_bytes = bf16_gemm_smem_bytes(c.block_m, c.block_n, c.num_stages, c.kind);
+  c.smem_bytes = bf16_gemm_smem_bytes(c);
 }
 
 inline bool bf16_gemm_epilogue_ring(const GemmConfig& c) {

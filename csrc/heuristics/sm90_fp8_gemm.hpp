@@ -48,8 +48,10 @@ inline int fp8_gemm_smem_bytes(const GemmConfig& c) {
   return fp8_gemm_smem_bytes(c.block_m, c.block_n, c.num_stages, c.kind, c.k_split, c.cluster_k);
 }
 
-// Sets c's stages to the most (up to `limit`) that fit, and its shared memory to match.
-inline void deepen_fp8_gemm(GemmConfig& c, int smem_capacity, int limit) {
+// Sets c's stages to the most that fit (up to 16 with k_split, each warpgroup keeping
+// its own lookahead; else 8), and its shared memory to match.
+inline void deepen_fp8_gemm(GemmConfig& c, int smem_capacity) {
+  const int limit = c.k_split > 1 ? kKSplitMaxStages : 8;
   const auto smem_at = [&c](int stages) {
     GemmConfig d = c;
     d.num_stages = stages;
@@ -123,7 +125,7 @@ inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_
   // run-to-run spread (64x112: -3% to +3%), and more stages alone nothing.
   if (c.block_m == 64 && c.block_n <= kMaxKSplitBlockN && !kind.sfb_per_row) {
     c.k_split = 2;
-    deepen_fp8_gemm(c, smem_capacity, kKSplitMaxStages);
+    deepen_fp8_gemm(c, smem_capacity);
   }
   // Where even 32-column tiles leave SMs idle on a long K, twice as wide tiles with K
   // split over a pair of CTAs (cluster_k = 2) read A from L2 half as often. H100,
@@ -137,7 +139,7 @@ inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_
     c.block_n = 64;
     c.cluster_k = 2;
     c.store_n = store_width(c.out_block_n(), kind.out_bytes);
-    deepen_fp8_gemm(c, smem_capacity, kKSplitMaxStages);
+    deepen_fp8_gemm(c, smem_capacity);
     c.num_sms = static_cast<int>(wide_tiles * 2);
   }
   return c;
