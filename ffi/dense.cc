@@ -88,6 +88,9 @@ ffi::ErrorOr<std::unique_ptr<GemmState>> instantiate(GemmConfig config, bool sfa
         config.store_n <= 0 || config.out_block_n() % config.store_n != 0 ||
         ((config.cluster_n > 1 || config.k_split > 1 || split_k_cluster) && std::is_same_v<Launcher, Sm90Bf16Gemm>))
       return ffi::Unexpected(ffi::Error::InvalidArgument(std::string(op) + ": inconsistent cluster config"));
+    if (std::is_same_v<Launcher, Sm90Fp8Gemm> && ((config.kind.a_mn_major && config.cluster_n > 1) ||
+                                                   (config.kind.b_mn_major && config.cluster_m > 1)))
+      return ffi::Unexpected(ffi::Error::InvalidArgument(std::string(op) + ": an MN-major FP8 operand is not multicast"));
     if (config.k_split != 1 && !(config.k_split == 2 && config.block_m == 64))
       return ffi::Unexpected(ffi::Error::InvalidArgument(std::string(op) + ": k_split=2 needs block_m=64"));
     if (config.pingpong != 0 &&
@@ -164,9 +167,10 @@ ffi::Error Fp8GemmExecute(CUstream stream, GemmState* state, ffi::AnyBuffer a, f
   x.d = d->untyped_data();
   x.batches = static_cast<unsigned>(ad[0]);
   x.b_batched = bd[0] == ad[0] && ad[0] > 1 ? 1u : 0u;
-  x.m = static_cast<unsigned>(ad[1]);
-  x.k = static_cast<unsigned>(ad[2]);
-  x.n = static_cast<unsigned>(bd[1]);
+  const auto& kind = state->config.kind;  // A [L, K, M] / B [Lb, K, N] where MN-major
+  x.m = static_cast<unsigned>(kind.a_mn_major ? ad[2] : ad[1]);
+  x.k = static_cast<unsigned>(kind.a_mn_major ? ad[1] : ad[2]);
+  x.n = static_cast<unsigned>(kind.b_mn_major ? bd[2] : bd[1]);
   x.n_pad = static_cast<unsigned>(fd[2]);
   if (x.m == 0 || x.n == 0) return ffi::Error::Success();
   // The kernel reads A's scales with strides: their shape must be what they claim.

@@ -427,8 +427,11 @@ def _precompile(sections, ms, shapes, config, bf16_config):
         gemms = []
         for m in ms:
             for n, k in shapes:
-                if "fp8" in sections:  # every FP8 layout runs the nt kernel after its relayout
-                    gemms.append((GemmSpec("fp8", "bfloat16", config=fp8_cfg), m, n, k, 1))
+                if "fp8" in sections:
+                    for layout in LAYOUTS:
+                        a_t, b_t = reference.LAYOUTS[layout]
+                        gemms.append((GemmSpec("fp8", "bfloat16", a_stored_mn_major=a_t,
+                                               b_stored_mn_major=b_t, config=fp8_cfg), m, n, k, 1))
                 if "fp8_1d1d" in sections:
                     gemms.append((GemmSpec("fp8", "float32", True, "float32", sfb_per_row=True), m, n, k, 1))
                 if "bf16" in sections:

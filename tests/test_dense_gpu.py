@@ -6,6 +6,7 @@ checked against a float64 reference, with the output memory poisoned first.
 """
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -95,6 +96,11 @@ def _warm_jit_cache():
                     gemms.append((GemmSpec("bf16", jnp.dtype(out_dtype).name, cd is not None, cd,
                                            a_mn_major=a_t, b_mn_major=b_t), m, n, k, 1))
             gemms.append((GemmSpec("fp8", "float32", True, "float32", sfb_per_row=True), m, n, k, 1))
+            for layout in LAYOUTS[1:]:  # test_fp8_gemm_layouts (M rounded up to 16 where A is [K, M])
+                a_t, b_t = reference.LAYOUTS[layout]
+                mm = m - m % 16 + 16 if a_t and m % 16 else m
+                gemms.append((GemmSpec("fp8", "float32", True, "float32", a_stored_mn_major=a_t,
+                                       b_stored_mn_major=b_t), mm, n, k, 1))
     precompile(gemms)
 
 
@@ -156,6 +162,76 @@ def test_fp8_gemm_1d1d_multicast(config):
     _poison((m, n), jnp.float32)
     out = jax.jit(lambda a, b, c: jaxgemm.fp8_gemm_nt(a, b, c, out_dtype=jnp.float32, config=config))(a, b, c)
     _check(out, ref, jnp.float32, 1e-3, rel=1e-2)
+
+
+# Configs of the in-kernel relayout (operands stored MN-major, transposed in shared
+# memory): both tile heights, tile widths that are not powers of two, more K blocks
+# in flight than stages (few SMs: the raw loads run ahead across tiles), the K split
+# over warpgroups or CTAs, and the other operand multicast.
+RELAYOUT_CONFIGS = [
+    {"block_m": 128, "block_n": 176, "num_sms": 5},
+    {"block_m": 64, "block_n": 112},
+    {"block_m": 128, "block_n": 192, "num_stages": 2},
+    {"block_m": 64, "block_n": 64, "k_split": 2, "num_sms": 7},
+    {"block_m": 64, "block_n": 64, "cluster_k": 2, "num_sms": 8},
+    {"block_m": 128, "block_n": 128, "cluster_n": 2, "num_sms": 6},  # multicasts A: B relaid out
+    {"block_m": 128, "block_n": 128, "cluster_m": 2, "num_sms": 6},  # multicasts B: A relaid out
+]
+
+
+@pytest.mark.parametrize("per_row_b", [False, True])
+@pytest.mark.parametrize("config", RELAYOUT_CONFIGS)
+@pytest.mark.parametrize("layout", ["nn", "tn", "tt"])
+def test_fp8_gemm_relayout(layout, config, per_row_b):
+    a_t, b_t = reference.LAYOUTS[layout]
+    if (b_t and config.get("cluster_m", 1) > 1) or (a_t and config.get("cluster_n", 1) > 1):
+        pytest.skip("an operand the kernel transposes is not multicast (rejected at trace time)")
+    if per_row_b and config.get("k_split", 1) > 1:
+        pytest.skip("1D1D with k_split is covered by test_fp8_gemm_1d1d_multicast")
+    m, n, k = 336, 1168, 1544  # partial tiles in M, N and K
+    config = dict(config, relayout=1)
+    assert jaxgemm.fp8_gemm_config(m, n, k, layout=layout, num_sms=132, config=config,
+                                   sfb_per_row=per_row_b)["relayout"] == 1
+    a, b = _fp8_operands(m, n, k, layout, seed=11, per_row_b=per_row_b)
+    c = _c(m, n, jnp.bfloat16, seed=m)
+    ref = _reference(reference.fp8_gemm, *a, *b, layout, c, jnp.float64)
+    _poison((m, n), jnp.float32)
+    f = getattr(jaxgemm, f"fp8_gemm_{layout}")
+    out = jax.jit(lambda a, b, c: f(a, b, c, out_dtype=jnp.float32, config=config))(a, b, c)
+    _check(out, ref, jnp.float32, 1e-3, rel=1e-2)
+
+
+_F8_PRODUCERS = re.compile(r"= f8e4m3fn\[[^\]]*\](?:\{[^}]*\})? ([a-z][a-z0-9-]*)\(")
+
+
+@pytest.mark.parametrize("relayout", [0, 1])
+@pytest.mark.parametrize("layout", ["nn", "tn", "tt"])
+def test_fp8_relayout_leaves_no_transpose(layout, relayout):
+    """With relayout=1 the compiled program hands the kernel the operands as stored:
+    no FP8 array is produced by anything but a parameter or a view. With relayout=0,
+    XLA's transpose is there (which shows that the check sees it)."""
+    m, n, k = 256, 1024, 1024
+    a, b = _fp8_operands(m, n, k, layout, seed=3)
+    f = getattr(jaxgemm, f"fp8_gemm_{layout}")
+    hlo = jax.jit(lambda a, b: f(a, b, config={"relayout": relayout})).lower(a, b).compile().as_text()
+    producers = set(_F8_PRODUCERS.findall(hlo)) - {"parameter", "bitcast", "get-tuple-element", "tuple"}
+    if relayout:
+        assert not producers, producers
+    else:
+        assert producers, hlo
+
+
+def test_fp8_gemm_relayout_batched():
+    """vmap over L with a batched B: the raw loads take each batch's B."""
+    l, m, n, k = 3, 192, 400, 640
+    ops = [_fp8_operands(m, n, k, "tn", seed=20 + i) for i in range(l)]
+    a = tuple(jnp.stack([o[0][j] for o in ops]) for j in range(2))
+    b = tuple(jnp.stack([o[1][j] for o in ops]) for j in range(2))
+    out = jax.jit(jax.vmap(lambda a, b: jaxgemm.fp8_gemm_tn(a, b, out_dtype=jnp.float32,
+                                                            config={"relayout": 1})))(a, b)
+    for i, (oa, ob) in enumerate(ops):
+        ref = _reference(reference.fp8_gemm, *oa, *ob, "tn", None, jnp.float64)
+        _check(out[i], ref, jnp.float32, 1e-3, rel=1e-2)
 
 
 def test_fp8_c_is_donated_in_place():

@@ -11,8 +11,10 @@ namespace jaxgemm::heuristics {
 
 struct GemmKind {
   bool sfb_per_row = false;  // FP8: B has 1x128 scales (1D1D), else 128x128 blocks (1D2D)
-  bool a_mn_major = false;   // BF16: A is [K, M] (M contiguous), else [M, K]
-  bool b_mn_major = false;   // BF16: B is [K, N] (N contiguous), else [N, K]
+  // A is [K, M] (M contiguous), else [M, K]; B is [K, N], else [N, K]. BF16 WGMMA
+  // reads either; the FP8 kernel transposes an MN-major operand in shared memory.
+  bool a_mn_major = false;
+  bool b_mn_major = false;
   int out_bytes = 2;         // D: 2 = bf16, 4 = f32
   int c_bytes = 0;           // C: 0 = none, 2 = bf16, 4 = f32
 };

@@ -15,10 +15,22 @@
 
 namespace jaxgemm::heuristics {
 
-// Bytes of one pipeline stage: A, B, A's scales and (1D1D) B's scales, padded for TMA.
+// Bytes of one pipeline stage: A, B, A's scales and (1D1D) B's scales, padded for TMA;
+// with an MN-major operand (transposed in shared memory), its raw stage and that
+// stage's barrier too.
 inline int fp8_gemm_stage_bytes(int block_m, int block_n, const GemmKind& kind) {
   const int sfb = kind.sfb_per_row ? (block_n * 4 + 127) / 128 * 128 : 0;
-  return block_m * 128 + block_n * 128 + block_m * 4 + sfb;
+  const int raw = (kind.a_mn_major ? block_m * 128 : 0) + (kind.b_mn_major ? block_n * 128 : 0);
+  return block_m * 128 + block_n * 128 + block_m * 4 + sfb + (raw ? raw + 8 : 0);
+}
+
+// Whether the kernel transposes an operand stored MN-major (`stored`'s flags) in
+// shared memory: where TMA can read its rows (16-byte aligned: `rows` a multiple of
+// 16). Otherwise the caller transposes it first (the returned kind is K-major there).
+inline GemmKind fp8_gemm_relayout_kind(GemmKind stored, int64_t m, int64_t n) {
+  stored.a_mn_major = stored.a_mn_major && m % 16 == 0;
+  stored.b_mn_major = stored.b_mn_major && n % 16 == 0;
+  return stored;
 }
 
 // Where the heuristic splits K over two warpgroups, and how deep their pipeline goes.
@@ -66,10 +78,13 @@ inline bool fp8_gemm_epilogue_ring(const GemmConfig& c) {
                        c.kind.out_bytes, fp8_gemm_fixed_bytes(c.block_m, c.block_n, c.k_split, c.cluster_k));
 }
 
+// `stored`: the operands' majors as the caller stored them; the returned config's
+// kind says which of those the kernel transposes (fp8_gemm_relayout_kind).
 inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_t batches, int num_sms,
-                                         const GemmKind& kind = {}, int smem_capacity = kSmemCapacity) {
+                                         const GemmKind& stored = {}, int smem_capacity = kSmemCapacity) {
   if (m <= 0 || n <= 0 || k <= 0 || batches <= 0 || num_sms <= 0)
     throw std::invalid_argument("select_fp8_gemm_config: sizes must be positive");
+  const GemmKind kind = fp8_gemm_relayout_kind(stored, m, n);
   const int num_k_blocks = ceil_div(k, 128);
   BestConfig best;
   // Multicast is not chosen here; a user can ask for it in `config`. B multicast

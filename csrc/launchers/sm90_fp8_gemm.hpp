@@ -34,11 +34,13 @@ struct Sm90Fp8Gemm {
            std::to_string(c.k_split) + ", " + std::to_string(c.cluster_k) + ", " +
            bool_str(c.kind.sfb_per_row) + ", " +
            std::to_string(c.kind.out_bytes) + ", " + std::to_string(c.kind.c_bytes) + ", " +
-           bool_str(heuristics::fp8_gemm_epilogue_ring(c)) + ">(params);\n}\n";
+           bool_str(heuristics::fp8_gemm_epilogue_ring(c)) + ", " + bool_str(c.kind.a_mn_major) + ", " +
+           bool_str(c.kind.b_mn_major) + ">(params);\n}\n";
     return src;
   }
 
-  // Operand pointers and shapes of one call. `sfa` is A's scales, [L, M, ceil(K/128)]
+  // Operand pointers and shapes of one call (A is [L, K, M] with kind.a_mn_major, B
+  // [Lb, K, N] with kind.b_mn_major). `sfa` is A's scales, [L, M, ceil(K/128)]
   // or, with `sfa_mn_major`, [L, ceil(K/128), M] f32. `sfb` is B's scales: 1D2D
   // [Lb, ceil(N/128), ceil(K/128)]; 1D1D [Lb, ceil(K/128), n_pad] (N-major, padded to 4).
   struct Args {
@@ -59,10 +61,19 @@ struct Sm90Fp8Gemm {
     const uint64_t kb = (x.k + 127) / 128;
     const uint64_t lb = x.b_batched ? x.batches : 1;
     const uint64_t ob = c.kind.out_bytes;
-    jit::TmaTensor a{CU_TENSOR_MAP_DATA_TYPE_UINT8, x.a, 3, {x.k, x.m, x.batches}, {x.k, uint64_t(x.m) * x.k},
-                     {128, uint32_t(c.block_m / c.cluster_n), 1}, CU_TENSOR_MAP_SWIZZLE_128B};
-    jit::TmaTensor b{CU_TENSOR_MAP_DATA_TYPE_UINT8, x.b, 3, {x.k, x.n, lb}, {x.k, uint64_t(x.n) * x.k},
-                     {128, uint32_t(c.block_n / c.cluster_m), 1}, CU_TENSOR_MAP_SWIZZLE_128B};
+    // K-major: 128-byte K rows, swizzled as WGMMA reads them. MN-major (the kernel
+    // transposes in shared memory): whole tile rows, 128 K deep, as stored.
+    const uint64_t mk = uint64_t(x.m) * x.k, nk = uint64_t(x.n) * x.k;
+    jit::TmaTensor a = c.kind.a_mn_major
+        ? jit::TmaTensor{CU_TENSOR_MAP_DATA_TYPE_UINT8, x.a, 3, {x.m, x.k, x.batches}, {x.m, mk},
+                         {uint32_t(c.block_m), 128, 1}, CU_TENSOR_MAP_SWIZZLE_NONE}
+        : jit::TmaTensor{CU_TENSOR_MAP_DATA_TYPE_UINT8, x.a, 3, {x.k, x.m, x.batches}, {x.k, mk},
+                         {128, uint32_t(c.block_m / c.cluster_n), 1}, CU_TENSOR_MAP_SWIZZLE_128B};
+    jit::TmaTensor b = c.kind.b_mn_major
+        ? jit::TmaTensor{CU_TENSOR_MAP_DATA_TYPE_UINT8, x.b, 3, {x.n, x.k, lb}, {x.n, nk},
+                         {uint32_t(c.block_n), 128, 1}, CU_TENSOR_MAP_SWIZZLE_NONE}
+        : jit::TmaTensor{CU_TENSOR_MAP_DATA_TYPE_UINT8, x.b, 3, {x.k, x.n, lb}, {x.k, nk},
+                         {128, uint32_t(c.block_n / c.cluster_m), 1}, CU_TENSOR_MAP_SWIZZLE_128B};
     jit::TmaTensor d{ob == 4 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT32 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, x.d, 3,
                      {x.n, x.m, x.batches}, {uint64_t(x.n) * ob, uint64_t(x.m) * x.n * ob},
                      {uint32_t(c.store_n), 64, 1}, jit::swizzle_for_span(uint32_t(c.store_n * ob))};

@@ -5,9 +5,9 @@ Each public function validates its operands at trace time, then binds `gemm_p`
 is A ("n": [M, K], "t": [K, M]), the second B ("t": [N, K], "n": [K, N]), so
 `*_gemm_nt(a, b)` is `a @ b.T` and `*_gemm_nn(a, b)` is `a @ b`.
 
-The FP8 tensor cores of SM90 read only K-major operands, so an FP8 operand stored
-K-first is transposed (data and scales, one XLA transpose each) before the kernel; the
-BF16 kernel reads either major directly. BF16 GEMMs are differentiable: the gradients
+The FP8 tensor cores of SM90 read only K-major operands, so the FP8 kernel transposes
+an operand stored K-first tile by tile in shared memory (or, where TMA cannot read its
+rows, XLA transposes it before the kernel); the BF16 kernel reads either major directly. BF16 GEMMs are differentiable: the gradients
 are BF16 GEMMs of the same kernel, in the layouts that need no transpose.
 """
 
@@ -150,7 +150,8 @@ def _fp8_gemm(layout, a, b, c=None, out_dtype=jnp.bfloat16, *, config=None):
     if m == 0 or n == 0 or k == 0:
         return jnp.zeros((m, n), out_dtype) if c is None else c.astype(out_dtype)
     spec = GemmSpec("fp8", out_dtype.name, c is not None, None if c is None else c.dtype.name,
-                    sfb_per_row=sfb_per_row, sfa_mn_major=reference.LAYOUTS[layout][0], config=cfg)
+                    sfb_per_row=sfb_per_row, a_stored_mn_major=reference.LAYOUTS[layout][0],
+                    b_stored_mn_major=reference.LAYOUTS[layout][1], config=cfg)
     args = [a[None], sfa[None], b[None], sfb[None]] + ([] if c is None else [c[None]])
     return gemm_p.bind(*args, spec=spec)[0]
 
@@ -162,8 +163,10 @@ def _fp8_doc(layout):
     b_form = ("[K, N], scales [ceil(K/128), ceil(N/128)] or, 1D1D, [ceil(K/128), N]" if b_t else
               "[N, K], scales [ceil(N/128), ceil(K/128)] or, 1D1D, [N, ceil(K/128)]")
     relayout = ("" if layout == "nt" else
-                "\n    SM90's FP8 tensor cores read only K-major operands: the operands stored K-first\n"
-                "    here are transposed (data and scales) by XLA before the kernel.\n")
+                "\n    SM90's FP8 tensor cores read only K-major operands: the kernel loads an operand\n"
+                "    stored K-first here as it is and transposes each tile in shared memory (config\n"
+                "    `relayout=1`, the heuristic's pick where M, N are multiples of 16), or XLA\n"
+                "    transposes it first (`relayout=0`). A's scales are read in either major.\n")
     return f"""Block-scaled FP8 GEMM `D = C + dequant(A) @ dequant(B)`, layout "{layout}".
 
     Args:
@@ -177,8 +180,8 @@ def _fp8_doc(layout):
         `store_n`, `group_n`, `num_sms`, `cluster_m`: 2 multicasts B to CTA pairs along M,
         `cluster_n`: 2 multicasts A along N, `k_split`: 2 has two warpgroups take
         alternate K blocks of each 64-row tile, `cluster_k`: 2, 4 or 8 CTAs of a cluster
-        split K of each tile and sum their parts in shared memory); missing keys are
-        chosen by the heuristic.
+        split K of each tile and sum their parts in shared memory, `relayout`: see
+        below); missing keys are chosen by the heuristic.
 
     Returns `[M, N]` of `out_dtype`. Needs K % 16 == 0 and N % 8 == 0 (TMA alignment).
 {relayout}
@@ -321,17 +324,22 @@ bf16_gemm_tt = _public(_bf16_gemm, _bf16_doc, "bf16_gemm", "tt")
 
 # ----------------------------------------------------------------------------- configs
 
-def fp8_gemm_config(m: int, n: int, k: int, batches: int = 1, *, num_sms: int | None = None,
-                    config=None, out_dtype=jnp.bfloat16, sfb_per_row: bool = False,
-                    c_dtype=None) -> dict:
-    """The FP8 kernel config the heuristic picks for a shape (with a user's overrides).
+def fp8_gemm_config(m: int, n: int, k: int, batches: int = 1, *, layout: str = "nt",
+                    num_sms: int | None = None, config=None, out_dtype=jnp.bfloat16,
+                    sfb_per_row: bool = False, c_dtype=None) -> dict:
+    """The FP8 kernel config the heuristic picks for a shape and layout (with a user's
+    overrides). `relayout` is 1 where the kernel transposes the operands stored
+    MN-major in shared memory (`a_mn_major`, `b_mn_major` say which), 0 where XLA
+    transposes them first.
 
     Called at lowering time; `num_sms` defaults to `get_num_sms()` (needs a GPU).
     """
+    a_t, b_t = reference.LAYOUTS[layout]
     spec = GemmSpec("fp8", jnp.dtype(out_dtype).name, c_dtype is not None,
                     None if c_dtype is None else jnp.dtype(c_dtype).name, sfb_per_row=sfb_per_row,
+                    a_stored_mn_major=a_t, b_stored_mn_major=b_t,
                     config=normalize_config(dict(config) if isinstance(config, tuple) else config,
-                                            "fp8_gemm_nt"))
+                                            f"fp8_gemm_{layout}"))
     return gemm_config(spec, m, n, k, batches, num_sms=num_sms)
 
 

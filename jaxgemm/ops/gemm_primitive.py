@@ -36,7 +36,9 @@ __all__ = ["GemmSpec", "gemm_p", "gemm_config", "CONFIG_KEYS", "normalize_config
 
 SMEM_CAPACITY = 232448  # bytes of shared memory one SM90 block may use
 CONFIG_KEYS = ("block_m", "block_n", "num_stages", "store_n", "group_n", "num_sms", "cluster_m", "cluster_n",
-               "k_split", "cluster_k", "pingpong")
+               "k_split", "cluster_k", "pingpong", "relayout")
+# Config keys that only the lowering reads (the kernel's form of them is in its kind).
+_LOWERING_KEYS = ("relayout",)
 _KIND_KEYS = ("sfb_per_row", "a_mn_major", "b_mn_major", "out_bytes", "c_bytes")
 _FFI_TARGETS = {"fp8": "jaxgemm_fp8_gemm", "bf16": "jaxgemm_bf16_gemm"}
 
@@ -51,9 +53,13 @@ class GemmSpec:
     sfb_per_row: bool = False  # fp8: B has 1x128 scales (1D1D), else 128x128 (1D2D)
     a_mn_major: bool = False   # bf16: A is [L, K, M]
     b_mn_major: bool = False   # bf16: B is [Lb, K, N]
-    # fp8: the kernel reads A's scales as [L, ceil(K/128), M] (set where the caller
-    # stored them so: the op's transpose and the lowering's then cancel in XLA).
-    sfa_mn_major: bool = False
+    # fp8: the caller stored A (data and scales) as [K, M] / B as [K, N]. The op hands
+    # the primitive their K-major transposes; the lowering hands the kernel what was
+    # stored (XLA cancels the two transposes) wherever the kernel reads it so: A's
+    # scales always, the data where the kernel transposes it in shared memory (config
+    # relayout=1).
+    a_stored_mn_major: bool = False
+    b_stored_mn_major: bool = False
     config: tuple | None = None
 
     @property
@@ -63,7 +69,8 @@ class GemmSpec:
     @property
     def layout(self) -> str:
         return {(False, False): "nt", (False, True): "nn", (True, True): "tn",
-                (True, False): "tt"}[(self.a_mn_major, self.b_mn_major)]
+                (True, False): "tt"}[(self.a_mn_major or self.a_stored_mn_major,
+                                      self.b_mn_major or self.b_stored_mn_major)]
 
 
 def _split(spec: GemmSpec, args):
@@ -130,6 +137,7 @@ _CONFIG_RULES = {
     "k_split": (lambda v: v in (1, 2), "1 or 2"),
     "cluster_k": (lambda v: v in (1, 2, 4, 8), "1, 2, 4 or 8"),
     "pingpong": (lambda v: v in (0, 1), "0 or 1"),
+    "relayout": (lambda v: v in (0, 1), "0 or 1"),
 }
 
 
@@ -138,6 +146,34 @@ def _kind(spec: GemmSpec) -> dict:
     return dict(sfb_per_row=int(spec.sfb_per_row), a_mn_major=int(spec.a_mn_major),
                 b_mn_major=int(spec.b_mn_major), out_bytes=jnp.dtype(spec.out_dtype).itemsize,
                 c_bytes=c_bytes)
+
+
+def _pin_relayout(spec: GemmSpec, cfg: dict, overrides: dict, m: int, n: int, op_name: str):
+    """Sets the FP8 kernel's majors for a pinned config: what `relayout` asks for, else
+    the heuristic's pick where the pinned multicast allows (an operand the kernel
+    transposes is never multicast)."""
+    stored = (spec.a_stored_mn_major, spec.b_stored_mn_major)
+    if "relayout" in overrides:
+        if overrides["relayout"] and spec.op != "fp8":
+            raise ValueError(f"{op_name}: config relayout=1 (the FP8 kernel transposes an MN-major "
+                             "operand in shared memory) is for the FP8 GEMMs; BF16 reads either major")
+        if overrides["relayout"] and not any(stored):
+            raise ValueError(f"{op_name}: config relayout=1 needs an operand stored MN-major "
+                             "(layouts nn, tn, tt)")
+        if overrides["relayout"] and ((stored[0] and m % 16) or (stored[1] and n % 16)):
+            raise ValueError(f"{op_name}: config relayout=1 needs M (A stored [K, M]) and N (B "
+                             "stored [K, N]) multiples of 16: TMA reads 16-byte rows")
+        if spec.op == "fp8":
+            cfg["a_mn_major"], cfg["b_mn_major"] = (int(overrides["relayout"] and s) for s in stored)
+    if spec.op != "fp8":
+        return
+    multicast_a, multicast_b = overrides.get("cluster_n", 1) > 1, overrides.get("cluster_m", 1) > 1
+    if (cfg["a_mn_major"] and multicast_a) or (cfg["b_mn_major"] and multicast_b):
+        if overrides.get("relayout"):
+            raise ValueError(f"{op_name}: config {overrides}: an operand the kernel transposes "
+                             "(relayout=1) is not multicast (cluster_m=2 multicasts B, cluster_n=2 A)")
+        cfg["a_mn_major"] = cfg["b_mn_major"] = 0
+    cfg["relayout"] = int(cfg["a_mn_major"] or cfg["b_mn_major"])
 
 
 def gemm_config(spec: GemmSpec, m: int, n: int, k: int, batches: int = 1, *,
@@ -152,15 +188,22 @@ def gemm_config(spec: GemmSpec, m: int, n: int, k: int, batches: int = 1, *,
         num_sms = min(_runtime.get_num_sms(), _runtime.device_info(0)["num_sms"])
     kind = _kind(spec)
     if spec.op == "fp8":
+        # The heuristic decides which operands stored MN-major the kernel transposes
+        # (its kind's majors); `relayout` says whether it transposes any.
         cfg = dict(ext.fp8_gemm_config(m, n, k, batches, num_sms, bool(kind["sfb_per_row"]),
-                                       kind["out_bytes"], kind["c_bytes"]))
+                                       kind["out_bytes"], kind["c_bytes"],
+                                       a_mn_major=spec.a_stored_mn_major,
+                                       b_mn_major=spec.b_stored_mn_major))
+        cfg["relayout"] = int(cfg["a_mn_major"] or cfg["b_mn_major"])
     else:
         cfg = dict(ext.bf16_gemm_config(m, n, k, batches, num_sms, bool(kind["a_mn_major"]),
                                         bool(kind["b_mn_major"]), kind["out_bytes"], kind["c_bytes"]))
+        cfg["relayout"] = 0
     overrides = dict(spec.config or ())
     if not overrides:
         return cfg
     cfg.update(overrides)
+    _pin_relayout(spec, cfg, overrides, m, n, op_name)
     if spec.op == "bf16" and spec.b_mn_major and cfg["block_n"] % (64 * cfg.get("cluster_m", 1)):
         raise ValueError(f"{op_name}: config block_n={cfg['block_n']} must be a multiple of 64 "
                          "(128 with cluster_m=2) when B is MN-major")
@@ -286,8 +329,8 @@ def _cuda_lowering(ctx, *args, spec: GemmSpec):
     cfg = gemm_config(spec, m, n, k, l)
     if os.environ.get("JAXGEMM_PRINT_CONFIGS", "0") not in ("", "0"):
         print(f"jaxgemm: {op_name} L={l} M={m} N={n} K={k}: {cfg}", flush=True)
-    attrs = {key: np.int32(cfg[key]) for key in CONFIG_KEYS + _KIND_KEYS}
-    attrs["sfa_mn_major"] = np.int32(spec.sfa_mn_major)
+    attrs = {key: np.int32(cfg[key]) for key in CONFIG_KEYS + _KIND_KEYS if key not in _LOWERING_KEYS}
+    attrs["sfa_mn_major"] = np.int32(spec.a_stored_mn_major)
     out_type = jax.ShapeDtypeStruct((l, m, n), jnp.dtype(spec.out_dtype))
     # D = C + A@B in place: XLA aliases C's buffer to D (no copy when the caller donates C).
     c_index = spec.num_operands - 1
@@ -300,8 +343,13 @@ def _cuda_lowering(ctx, *args, spec: GemmSpec):
             # stored. 1D1D's B scales go by TMA, N-major ([Lb, ceil(K/128), N] with
             # rows padded to 4 floats, TMA's 16-byte strides): XLA fuses that small
             # transpose.
-            if spec.sfa_mn_major:
+            if spec.a_stored_mn_major:
                 sfa = jnp.swapaxes(sfa, 1, 2)
+            # An operand the kernel transposes in shared memory: as the caller stored it.
+            if cfg["a_mn_major"]:
+                a = jnp.swapaxes(a, 1, 2)
+            if cfg["b_mn_major"]:
+                b = jnp.swapaxes(b, 1, 2)
             if spec.sfb_per_row:
                 sfb = jnp.pad(jnp.swapaxes(sfb, 1, 2), ((0, 0), (0, 0), (0, align(n, 4) - n)))
         operands = [x for x in _join(spec, a, sfa, b, sfb, c)]

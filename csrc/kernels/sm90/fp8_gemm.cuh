@@ -3,8 +3,8 @@
 // A is [M, K] e4m3 with one FP32 scale per row per 128 of K (1D). B is [N, K]
 // e4m3 with either one FP32 scale per 128x128 block ("1D2D", DeepSeek-V3's
 // forward and dgrad recipe) or, with SFB_PER_ROW, one per row per 128 of K
-// ("1D1D", its weight-gradient recipe). Both are K-major, as the FP8 tensor
-// cores need. D is BF16 or FP32 (OUT_BYTES); C, if any (C_BYTES), is added to
+// ("1D1D", its weight-gradient recipe). The FP8 tensor cores need both K-major in
+// shared memory; either may be stored MN-major (A_MN, B_MN: see below). D is BF16 or FP32 (OUT_BYTES); C, if any (C_BYTES), is added to
 // the FP32 accumulators before D is rounded. L batches share one launch (B may
 // be shared by all).
 //
@@ -61,12 +61,19 @@
 // matters where small M leaves the tiles L2-bound: every n-block re-reads the
 // whole A panel. A CTA then frees a stage only when both CTAs' math warps have
 // released it, so "empty" counts the arrivals of both.
+//
+// A_MN / B_MN: the operand is stored MN-major ([L, K, M] / [Lb, K, N]). The
+// producer's warps 2 and 3 load each of its K blocks as it is into a raw stage (one
+// per pipeline stage) and transpose it into the pipeline stage, in the K-major
+// 128B-swizzled layout the WGMMAs read (common/sm90_fp8_relayout.cuh); "full" then
+// counts their arrival too. Such an operand is never multicast.
 #pragma once
 
 #include <cutlass/arch/reg_reconfig.h>
 
 #include "../common/sm90_cluster_reduce.cuh"
 #include "../common/sm90_epilogue.cuh"
+#include "../common/sm90_fp8_relayout.cuh"
 #include "../common/sm90_pipeline.cuh"
 #include "../common/sm90_utils.cuh"
 #include "../common/tile_scheduler.cuh"
@@ -209,7 +216,7 @@ __device__ __forceinline__ void promote_per_column(float (&final_acc)[NUM_ACC], 
 }
 
 template <unsigned BLOCK_M, unsigned BLOCK_N, unsigned NUM_STAGES, bool SFB_PER_ROW, unsigned OUT_BYTES,
-          bool EPILOGUE_RING, unsigned K_SPLIT, unsigned CLUSTER_K>
+          bool EPILOGUE_RING, unsigned K_SPLIT, unsigned CLUSTER_K, bool A_MN = false, bool B_MN = false>
 struct Fp8GemmLayout {
   static constexpr unsigned BLOCK_K = 128;
   static constexpr unsigned OUT_BLOCK_N = BLOCK_N / CLUSTER_K;  // the columns this CTA stores
@@ -219,23 +226,29 @@ struct Fp8GemmLayout {
   static constexpr unsigned SMEM_SFA = BLOCK_M * 4;
   // TMA writes shared memory at 128-byte aligned addresses: pad each stage's B scales.
   static constexpr unsigned SMEM_SFB = SFB_PER_ROW ? (BLOCK_N * 4 + 127) / 128 * 128 : 0;
+  // A_MN / B_MN: the operand's K block as TMA brings it, MN-major, before its relayout.
+  static constexpr unsigned SMEM_RAW_A = A_MN ? BLOCK_M * BLOCK_K : 0;
+  static constexpr unsigned SMEM_RAW = SMEM_RAW_A + (B_MN ? BLOCK_N * BLOCK_K : 0);
   // K_SPLIT: the second warpgroup's FP32 sums, handed to the first.
   static constexpr unsigned SMEM_SUMS = K_SPLIT > 1 ? 64 * BLOCK_N * 4 : 0;
   // CLUSTER_K: the other CTAs' FP32 partials of this CTA's column slice (sm90_cluster_reduce.cuh).
   static constexpr unsigned SMEM_RECV = (CLUSTER_K - 1) * BLOCK_M * OUT_BLOCK_N * 4;
-  // The stages' full and empty barriers, then (CLUSTER_K) the reduction's two.
-  static constexpr unsigned SMEM_BARRIERS = NUM_STAGES * 2 * 8 + (CLUSTER_K > 1 ? 16 : 0);
+  // The stages' full and empty barriers, then (CLUSTER_K) the reduction's two, then
+  // (A_MN or B_MN) the raw stages' full barriers.
+  static constexpr unsigned SMEM_BARRIERS = NUM_STAGES * 2 * 8 + (CLUSTER_K > 1 ? 16 : 0) + (SMEM_RAW ? NUM_STAGES * 8 : 0);
   // +1024: the dynamic shared memory base is aligned up to 1024 at run time.
   static constexpr unsigned SMEM_TOTAL = 1024 + SMEM_D + SMEM_SUMS + SMEM_RECV +
-                                         NUM_STAGES * (SMEM_A + SMEM_B + SMEM_SFA + SMEM_SFB) + SMEM_BARRIERS;
+                                         NUM_STAGES * (SMEM_A + SMEM_B + SMEM_RAW + SMEM_SFA + SMEM_SFB) + SMEM_BARRIERS;
 };
 
 template <class Wgmma, unsigned BLOCK_M, unsigned BLOCK_N, unsigned NUM_STAGES, unsigned STORE_N,
           unsigned GROUP_N, unsigned CLUSTER_M, unsigned CLUSTER_N, unsigned K_SPLIT, unsigned CLUSTER_K,
-          bool SFB_PER_ROW, unsigned OUT_BYTES, unsigned C_BYTES, bool EPILOGUE_RING>
+          bool SFB_PER_ROW, unsigned OUT_BYTES, unsigned C_BYTES, bool EPILOGUE_RING, bool A_MN = false,
+          bool B_MN = false>
 __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
-  using Layout =
-      Fp8GemmLayout<BLOCK_M, BLOCK_N, NUM_STAGES, SFB_PER_ROW, OUT_BYTES, EPILOGUE_RING, K_SPLIT, CLUSTER_K>;
+  using Layout = Fp8GemmLayout<BLOCK_M, BLOCK_N, NUM_STAGES, SFB_PER_ROW, OUT_BYTES, EPILOGUE_RING, K_SPLIT,
+                               CLUSTER_K, A_MN, B_MN>;
+  constexpr bool RELAYOUT = A_MN || B_MN;
   constexpr unsigned BLOCK_K = Layout::BLOCK_K;
   constexpr unsigned ROW_WG = BLOCK_M / 64;          // warpgroups across the tile's rows
   constexpr unsigned NUM_MATH_WG = ROW_WG * K_SPLIT;  // ... times those along K
@@ -259,8 +272,11 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   constexpr unsigned B_ROWS_PER_CTA = BLOCK_N / CLUSTER_M;  // rows of B this CTA loads
   static_assert(A_ROWS_PER_CTA % 8 == 0, "each multicast half of A keeps whole 8-row swizzle atoms");
   static_assert(B_ROWS_PER_CTA % 8 == 0, "each multicast half of B keeps whole 8-row swizzle atoms");
+  static_assert(!(A_MN && CLUSTER_N > 1) && !(B_MN && CLUSTER_M > 1),
+                "an operand relaid out in shared memory is not multicast");
 
-  // Shared memory: [D staging][sums][recv][A x stages][B x stages][SFA x stages][SFB x stages][barriers]
+  // Shared memory: [D staging][sums][recv][A x stages][B x stages][raw x stages][SFA x stages][SFB x stages]
+  // [barriers]
   // Aligned in the shared window (a link-time constant), not through the generic
   // pointer, which would cost the math loop a rebuild of the window base per K block.
   extern __shared__ __align__(1024) uint8_t smem_raw[];
@@ -271,11 +287,13 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   uint8_t* smem_recv = smem_d + Layout::SMEM_D + Layout::SMEM_SUMS;
   uint8_t* smem_a = smem_recv + Layout::SMEM_RECV;
   uint8_t* smem_b = smem_a + NUM_STAGES * Layout::SMEM_A;
-  float* smem_sfa = reinterpret_cast<float*>(smem_b + NUM_STAGES * Layout::SMEM_B);
+  uint8_t* smem_raw_stages = smem_b + NUM_STAGES * Layout::SMEM_B;
+  float* smem_sfa = reinterpret_cast<float*>(smem_raw_stages + NUM_STAGES * Layout::SMEM_RAW);
   float* smem_sfb = smem_sfa + NUM_STAGES * BLOCK_M;
   uint64_t* full = reinterpret_cast<uint64_t*>(reinterpret_cast<uint8_t*>(smem_sfb) + NUM_STAGES * Layout::SMEM_SFB);
   uint64_t* empty = full + NUM_STAGES;
   uint64_t* reduce_barriers = empty + NUM_STAGES;  // CLUSTER_K: received, free
+  uint64_t* raw_full = reduce_barriers + (CLUSTER_K > 1 ? 2 : 0);  // RELAYOUT: a raw stage has landed
 
   const unsigned warp_group = threadIdx.x / 128;
   const unsigned num_k_blocks = (p.k + BLOCK_K - 1) / BLOCK_K;
@@ -301,17 +319,23 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   if constexpr (CLUSTER_K > 1) {
     if (threadIdx.x == 0) Reduce::init_barriers(&reduce_barriers[0], &reduce_barriers[1]);
   }
-  // A stage is filled by the TMA thread and the 32 scale-copying threads, and read by
-  // one K slice's warpgroups.
-  init_pipeline<NUM_STAGES, CLUSTER, ROW_WG, 32>(full, empty);
+  if constexpr (RELAYOUT) {
+    if (threadIdx.x == 0)
+      for (unsigned s = 0; s < NUM_STAGES; ++s) Barrier::init(&raw_full[s], 1);
+  }
+  // A stage is filled by the TMA thread, the 32 scale-copying threads and (RELAYOUT)
+  // one arrival for the relayout warps, and read by one K slice's warpgroups.
+  init_pipeline<NUM_STAGES, CLUSTER, ROW_WG, 32 + (RELAYOUT ? 1 : 0)>(full, empty);
   if constexpr (CLUSTER_K > 1) cluster_sync();  // the peers' reduction barriers are initialised
 
   if (warp_group == NUM_MATH_WG) {
     // ---------------------------------------------------------------- producer
     if constexpr (NUM_MATH_WG > 1) cutlass::arch::warpgroup_reg_dealloc<kProducerRegs>();
     if (threadIdx.x == NUM_MATH_THREADS) {
-      // What TMA delivers per stage (the B scales' padding is never written).
-      constexpr unsigned STAGE_BYTES = Layout::SMEM_A + Layout::SMEM_B + (SFB_PER_ROW ? BLOCK_N * 4 : 0);
+      // What TMA delivers per stage (the B scales' padding is never written; an
+      // MN-major operand arrives in a raw stage, loaded by the relayout warps).
+      constexpr unsigned STAGE_BYTES =
+          (A_MN ? 0 : Layout::SMEM_A) + (B_MN ? 0 : Layout::SMEM_B) + (SFB_PER_ROW ? BLOCK_N * 4 : 0);
       unsigned it = 0;
       for (unsigned tile = first_tile; tile < sched.num_tiles; tile += tile_stride) {
         unsigned l, m_block, n_block;
@@ -328,13 +352,15 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
           // the same offset.
           uint8_t* a = smem_a + s * Layout::SMEM_A;
           uint8_t* b = smem_b + s * Layout::SMEM_B;
-          if constexpr (CLUSTER_N == 1) {
+          if constexpr (A_MN) {
+          } else if constexpr (CLUSTER_N == 1) {
             tma_load_3d(&p.tma_a, &full[s], a, k0, m0, static_cast<int>(l));
           } else {
             tma_load_3d_multicast(&p.tma_a, &full[s], CLUSTER_MASK, a + rank * A_ROWS_PER_CTA * BLOCK_K, k0,
                                   m0 + static_cast<int>(rank * A_ROWS_PER_CTA), static_cast<int>(l));
           }
-          if constexpr (CLUSTER_M == 1) {
+          if constexpr (B_MN) {
+          } else if constexpr (CLUSTER_M == 1) {
             tma_load_3d(&p.tma_b, &full[s], b, k0, n0, lb);
           } else {
             tma_load_3d_multicast(&p.tma_b, &full[s], CLUSTER_MASK, b + rank * B_ROWS_PER_CTA * BLOCK_K, k0,
@@ -368,6 +394,54 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
                        sfa_l + size_t(safe_row) * p.sfa_row_stride + size_t(kb) * p.sfa_kb_stride, row < p.m);
           }
           cp_async_arrive(smem_addr(&full[s]));
+        }
+      }
+    } else if (RELAYOUT && threadIdx.x >= NUM_MATH_THREADS + 64) {
+      // Warps 2 and 3: the MN-major operands. Their thread 0 keeps the raw stages
+      // loading NUM_STAGES K blocks ahead (behind nothing but the relayout itself, so
+      // HBM sees that many raw stages in flight); all 64 transpose each raw stage into
+      // its pipeline stage once the math warps have freed it, then arrive on "full".
+      constexpr unsigned kRelayoutBarrier = 8;  // past the math warps' named barriers
+      const unsigned tid = threadIdx.x - (NUM_MATH_THREADS + 64);
+      const uint32_t raw0 = smem_addr(smem_raw_stages);
+      // The K block that raw stage `load_it % NUM_STAGES` is loaded with next.
+      unsigned load_tile = first_tile, load_kb = kb_begin, load_it = 0;
+      auto load_raw = [&]() {
+        if (cta_k_blocks == 0 || load_tile >= sched.num_tiles) return;
+        const unsigned s = load_it % NUM_STAGES;
+        unsigned l, m_block, n_block;
+        sched.get(load_tile, rank, l, m_block, n_block);
+        const int k0 = static_cast<int>(load_kb * BLOCK_K);
+        uint8_t* raw = smem_raw_stages + s * Layout::SMEM_RAW;
+        Barrier::arrive_and_expect_tx(&raw_full[s], Layout::SMEM_RAW);
+        if constexpr (A_MN)
+          tma_load_3d(&p.tma_a, &raw_full[s], raw, static_cast<int>(m_block * BLOCK_M), k0, static_cast<int>(l));
+        if constexpr (B_MN)
+          tma_load_3d(&p.tma_b, &raw_full[s], raw + Layout::SMEM_RAW_A, static_cast<int>(n_block * BLOCK_N), k0,
+                      p.b_batched ? static_cast<int>(l) : 0);
+        ++load_it;
+        if (++load_kb == kb_end) load_kb = kb_begin, load_tile += tile_stride;
+      };
+      if (tid == 0)
+        for (unsigned i = 0; i < NUM_STAGES; ++i) load_raw();
+      const unsigned num_own_tiles =
+          first_tile < sched.num_tiles ? (sched.num_tiles - first_tile + tile_stride - 1) / tile_stride : 0;
+      const unsigned total = num_own_tiles * cta_k_blocks;
+      for (unsigned it = 0; it < total; ++it) {
+        const unsigned s = it % NUM_STAGES, phase = (it / NUM_STAGES) & 1;
+        const uint32_t raw = raw0 + s * Layout::SMEM_RAW;
+        Barrier::wait(&raw_full[s], phase);
+        Barrier::wait(&empty[s], phase ^ 1);
+        if constexpr (A_MN) relayout_k_block<BLOCK_M, 64>(raw, smem_addr(smem_a + s * Layout::SMEM_A), tid);
+        if constexpr (B_MN)
+          relayout_k_block<BLOCK_N, 64>(raw + Layout::SMEM_RAW_A, smem_addr(smem_b + s * Layout::SMEM_B), tid);
+        // The tile's generic-proxy writes, made visible to WGMMA (async proxy); the
+        // barrier then has both warps done with the raw stage before it is reloaded.
+        fence_view_async_shared();
+        named_barrier_sync(64, kRelayoutBarrier);
+        if (tid == 0) {
+          Barrier::arrive(&full[s]);
+          load_raw();
         }
       }
     }

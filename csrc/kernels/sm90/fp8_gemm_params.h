@@ -7,8 +7,10 @@
 namespace jaxgemm {
 
 struct Fp8GemmParams {
-  TmaDescriptor tma_a;    // A   [L, M, K] e4m3, box {128, BLOCK_M, 1}, 128B swizzle
-  TmaDescriptor tma_b;    // B   [Lb, N, K] e4m3, box {128, BLOCK_N / CLUSTER_M, 1}, 128B swizzle
+  TmaDescriptor tma_a;    // A   [L, M, K] e4m3, box {128, BLOCK_M / CLUSTER_N, 1}, 128B swizzle;
+                          //     A_MN: [L, K, M], box {BLOCK_M, 128, 1}, no swizzle
+  TmaDescriptor tma_b;    // B   [Lb, N, K] e4m3, box {128, BLOCK_N / CLUSTER_M, 1}, 128B swizzle;
+                          //     B_MN: [Lb, K, N], box {BLOCK_N, 128, 1}, no swizzle
   TmaDescriptor tma_sfb;  // 1D1D only: SFB [Lb, ceil(K/128), N] f32 (N-major, padded to 4), box {BLOCK_N, 1, 1}
   TmaDescriptor tma_d;    // D   [L, M, N] bf16 or f32, box {STORE_N, 64, 1}, swizzled to the chunk's bytes
   const float* sfa;       // SFA [L, M, ceil(K/128)] or [L, ceil(K/128), M] f32, read with the strides below
