@@ -187,23 +187,27 @@ def gemm_config(spec: GemmSpec, m: int, n: int, k: int, batches: int = 1, *,
     if num_sms is None:  # set_num_sms's cap, never more than the GPU has
         num_sms = min(_runtime.get_num_sms(), _runtime.device_info(0)["num_sms"])
     kind = _kind(spec)
+    overrides = dict(spec.config or ())
     if spec.op == "fp8":
         # The heuristic decides which operands stored MN-major the kernel transposes
-        # (its kind's majors); `relayout` says whether it transposes any.
+        # (its kind's majors) unless `relayout` is pinned; `relayout` says whether it
+        # transposes any. relayout=0 picks what the NT GEMM would, after XLA's transposes.
+        fuse = overrides.get("relayout", 1) != 0
         cfg = dict(ext.fp8_gemm_config(m, n, k, batches, num_sms, bool(kind["sfb_per_row"]),
                                        kind["out_bytes"], kind["c_bytes"],
-                                       a_mn_major=spec.a_stored_mn_major,
-                                       b_mn_major=spec.b_stored_mn_major))
+                                       a_mn_major=spec.a_stored_mn_major and fuse,
+                                       b_mn_major=spec.b_stored_mn_major and fuse))
         cfg["relayout"] = int(cfg["a_mn_major"] or cfg["b_mn_major"])
     else:
         cfg = dict(ext.bf16_gemm_config(m, n, k, batches, num_sms, bool(kind["a_mn_major"]),
                                         bool(kind["b_mn_major"]), kind["out_bytes"], kind["c_bytes"]))
         cfg["relayout"] = 0
-    overrides = dict(spec.config or ())
     if not overrides:
         return cfg
     cfg.update(overrides)
     _pin_relayout(spec, cfg, overrides, m, n, op_name)
+    if set(overrides) <= set(_LOWERING_KEYS):
+        return cfg  # the heuristic's tiles, as it picked them for this relayout
     if spec.op == "bf16" and spec.b_mn_major and cfg["block_n"] % (64 * cfg.get("cluster_m", 1)):
         raise ValueError(f"{op_name}: config block_n={cfg['block_n']} must be a multiple of 64 "
                          "(128 with cluster_m=2) when B is MN-major")
