@@ -15,13 +15,16 @@
 
 namespace jaxgemm::heuristics {
 
-// Bytes of one pipeline stage: A, B, A's scales and (1D1D) B's scales, padded for TMA;
-// with an MN-major operand (transposed in shared memory), its raw stage and that
-// stage's barrier too.
+// Bytes of one pipeline stage: A, B, A's scales and (1D1D) B's scales, padded for TMA.
 inline int fp8_gemm_stage_bytes(int block_m, int block_n, const GemmKind& kind) {
   const int sfb = kind.sfb_per_row ? (block_n * 4 + 127) / 128 * 128 : 0;
-  const int raw = (kind.a_mn_major ? block_m * 128 : 0) + (kind.b_mn_major ? block_n * 128 : 0);
-  return block_m * 128 + block_n * 128 + block_m * 4 + sfb + (raw ? raw + 8 : 0);
+  return block_m * 128 + block_n * 128 + block_m * 4 + sfb;
+}
+
+// Bytes of one raw stage: the K block of each MN-major operand as TMA brings it, before
+// the kernel transposes it into a pipeline stage (0: nothing to transpose).
+inline int fp8_gemm_raw_bytes(int block_m, int block_n, const GemmKind& kind) {
+  return (kind.a_mn_major ? block_m * 128 : 0) + (kind.b_mn_major ? block_n * 128 : 0);
 }
 
 // Whether the kernel transposes an operand stored MN-major (`stored`'s flags) in
@@ -39,35 +42,61 @@ constexpr int kKSplitMaxStages = 16;
 // The fewest K blocks for which the heuristic splits K over a cluster (each CTA keeps 16).
 constexpr int kClusterKMinKBlocks = 32;
 
+// With a relayout, the pipeline stages only need to cover the transposes' time (the
+// raw stages hide the memory latency): this many (with k_split, each warpgroup reads
+// every other one), the raw stages taking the rest of shared memory, up to
+// kMaxRawStages and at least kMinRawStages.
+constexpr int kRelayoutStages = 3, kRelayoutKSplitStages = 6;
+constexpr int kMinRawStages = 2, kMaxRawStages = 8;
+
 // Shared memory outside the stages and the output staging: with k_split = 2, the FP32
 // sums the second warpgroup hands to the first; with cluster_k > 1, the other CTAs'
-// FP32 partials of this CTA's column slice and the reduction's two barriers.
-inline int fp8_gemm_fixed_bytes(int block_m, int block_n, int k_split, int cluster_k) {
+// FP32 partials of this CTA's column slice and the reduction's two barriers; the raw
+// stages and their barriers.
+inline int fp8_gemm_fixed_bytes(int block_m, int block_n, int k_split, int cluster_k, int raw_stages = 0,
+                                int raw_bytes = 0) {
   return (k_split > 1 ? 64 * block_n * 4 : 0) +
-         (cluster_k > 1 ? (cluster_k - 1) * block_m * (block_n / cluster_k) * 4 + 16 : 0);
+         (cluster_k > 1 ? (cluster_k - 1) * block_m * (block_n / cluster_k) * 4 + 16 : 0) +
+         raw_stages * (raw_bytes + 8);
 }
 
 // The shared memory a config needs; mirrors Fp8GemmLayout in the kernel (with
 // cluster_k, a CTA stages only its block_n / cluster_k columns of the output).
 inline int fp8_gemm_smem_bytes(int block_m, int block_n, int stages, const GemmKind& kind = {}, int k_split = 1,
-                               int cluster_k = 1) {
-  return gemm_smem_bytes(block_m, block_n / cluster_k, stages, fp8_gemm_stage_bytes(block_m, block_n, kind),
-                         kind.out_bytes, fp8_gemm_fixed_bytes(block_m, block_n, k_split, cluster_k));
+                               int cluster_k = 1, int raw_stages = 0) {
+  return gemm_smem_bytes(
+      block_m, block_n / cluster_k, stages, fp8_gemm_stage_bytes(block_m, block_n, kind), kind.out_bytes,
+      fp8_gemm_fixed_bytes(block_m, block_n, k_split, cluster_k, raw_stages, fp8_gemm_raw_bytes(block_m, block_n, kind)));
 }
 
-// The same, for a config's own tiles, stages, kind and splits.
+// The raw stages of a config: as many as fit beside its pipeline stages (up to
+// kMaxRawStages; at least 1 with a relayout, even where that does not fit, so that
+// the shared memory check rejects it); 0 without a relayout.
+inline int fp8_gemm_raw_stages(const GemmConfig& c) {
+  if (fp8_gemm_raw_bytes(c.block_m, c.block_n, c.kind) == 0) return 0;
+  int raw = 1;
+  while (raw < kMaxRawStages && fp8_gemm_smem_bytes(c.block_m, c.block_n, c.num_stages, c.kind, c.k_split,
+                                                    c.cluster_k, raw + 1) <= kSmemCapacity)
+    ++raw;
+  return raw;
+}
+
+// The same, for a config's own tiles, stages, kind, splits and raw stages.
 inline int fp8_gemm_smem_bytes(const GemmConfig& c) {
-  return fp8_gemm_smem_bytes(c.block_m, c.block_n, c.num_stages, c.kind, c.k_split, c.cluster_k);
+  return fp8_gemm_smem_bytes(c.block_m, c.block_n, c.num_stages, c.kind, c.k_split, c.cluster_k,
+                             fp8_gemm_raw_stages(c));
 }
 
 // Sets c's stages to the most that fit (up to 16 with k_split, each warpgroup keeping
-// its own lookahead; else 8), and its shared memory to match.
+// its own lookahead; else 8; with a relayout, up to kRelayoutStages leaving room for
+// kMinRawStages), and its shared memory to match.
 inline void deepen_fp8_gemm(GemmConfig& c, int smem_capacity) {
-  const int limit = c.k_split > 1 ? kKSplitMaxStages : 8;
-  const auto smem_at = [&c](int stages) {
-    GemmConfig d = c;
-    d.num_stages = stages;
-    return fp8_gemm_smem_bytes(d);
+  const bool relayout = fp8_gemm_raw_bytes(c.block_m, c.block_n, c.kind) > 0;
+  const int limit = relayout ? (c.k_split > 1 ? kRelayoutKSplitStages : kRelayoutStages)
+                             : (c.k_split > 1 ? kKSplitMaxStages : 8);
+  const auto smem_at = [&c, relayout](int stages) {
+    return fp8_gemm_smem_bytes(c.block_m, c.block_n, stages, c.kind, c.k_split, c.cluster_k,
+                               relayout ? kMinRawStages : 0);
   };
   c.num_stages = max_stages(smem_at, smem_capacity, limit);
   c.smem_bytes = fp8_gemm_smem_bytes(c);
@@ -75,7 +104,9 @@ inline void deepen_fp8_gemm(GemmConfig& c, int smem_capacity) {
 
 inline bool fp8_gemm_epilogue_ring(const GemmConfig& c) {
   return epilogue_ring(c.block_m, c.out_block_n(), c.num_stages, fp8_gemm_stage_bytes(c.block_m, c.block_n, c.kind),
-                       c.kind.out_bytes, fp8_gemm_fixed_bytes(c.block_m, c.block_n, c.k_split, c.cluster_k));
+                       c.kind.out_bytes,
+                       fp8_gemm_fixed_bytes(c.block_m, c.block_n, c.k_split, c.cluster_k, fp8_gemm_raw_stages(c),
+                                            fp8_gemm_raw_bytes(c.block_m, c.block_n, c.kind)));
 }
 
 // `stored`: the operands' majors as the caller stored them; the returned config's
@@ -102,7 +133,9 @@ inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_
       // 1D1D promotes with a scale per column: at 192 columns ptxas spills (measured in
       // SASS with FP32 output and C).
       if (kind.sfb_per_row && bn > 160) continue;
-      const int stages = max_stages([&](int s) { return fp8_gemm_smem_bytes(bm, bn, s, kind); }, smem_capacity);
+      const int raw = fp8_gemm_raw_bytes(bm, bn, kind) ? kMinRawStages : 0;
+      const int stages = max_stages([&](int s) { return fp8_gemm_smem_bytes(bm, bn, s, kind, 1, 1, raw); },
+                                    smem_capacity, raw ? kRelayoutStages : 8);
       if (stages < 3) continue;
       const int64_t tiles = batches * ceil_div(m, bm) * ceil_div(n, bn);
       const int64_t waves = (tiles + num_sms - 1) / num_sms;
@@ -127,12 +160,13 @@ inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_
       // Every SM that has a tile (shrinking the grid to the fewest SMs with the same
       // number of waves measured 2-5% slower on an H200).
       const GemmConfig c =
-          candidate(kind, bm, bn, stages, fp8_gemm_smem_bytes(bm, bn, stages, kind), num_sms, tiles);
+          candidate(kind, bm, bn, stages, fp8_gemm_smem_bytes(bm, bn, stages, kind, 1, 1, raw), num_sms, tiles);
       best.offer(c, double(waves) * per_tile);
     }
   }
   if (!best.found) throw std::runtime_error("select_fp8_gemm_config: no config fits shared memory");
   GemmConfig c = best.config;
+  c.smem_bytes = fp8_gemm_smem_bytes(c);  // with as many raw stages as fit
   // Narrow 64-row tiles (what small M picks) run their K blocks on two warpgroups
   // (k_split = 2), each with its own lookahead: up to 16 stages. H100, kernel time
   // alone at M = 128: 2112x7168 at 64x32 296 -> 352 TFLOPS (14 stages; 309 with 8),

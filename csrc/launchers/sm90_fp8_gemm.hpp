@@ -35,7 +35,7 @@ struct Sm90Fp8Gemm {
            bool_str(c.kind.sfb_per_row) + ", " +
            std::to_string(c.kind.out_bytes) + ", " + std::to_string(c.kind.c_bytes) + ", " +
            bool_str(heuristics::fp8_gemm_epilogue_ring(c)) + ", " + bool_str(c.kind.a_mn_major) + ", " +
-           bool_str(c.kind.b_mn_major) + ">(params);\n}\n";
+           bool_str(c.kind.b_mn_major) + ", " + std::to_string(heuristics::fp8_gemm_raw_stages(c)) + ">(params);\n}\n";
     return src;
   }
 

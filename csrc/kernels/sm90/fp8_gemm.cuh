@@ -63,8 +63,8 @@
 // released it, so "empty" counts the arrivals of both.
 //
 // A_MN / B_MN: the operand is stored MN-major ([L, K, M] / [Lb, K, N]). The
-// producer's warps 2 and 3 load each of its K blocks as it is into a raw stage (one
-// per pipeline stage) and transpose it into the pipeline stage, in the K-major
+// producer's warps 2 and 3 load each of its K blocks as it is into a ring of NUM_RAW
+// raw stages and transpose it into the pipeline stage, in the K-major
 // 128B-swizzled layout the WGMMAs read (common/sm90_fp8_relayout.cuh); "full" then
 // counts their arrival too. Such an operand is never multicast.
 #pragma once
@@ -216,7 +216,8 @@ __device__ __forceinline__ void promote_per_column(float (&final_acc)[NUM_ACC], 
 }
 
 template <unsigned BLOCK_M, unsigned BLOCK_N, unsigned NUM_STAGES, bool SFB_PER_ROW, unsigned OUT_BYTES,
-          bool EPILOGUE_RING, unsigned K_SPLIT, unsigned CLUSTER_K, bool A_MN = false, bool B_MN = false>
+          bool EPILOGUE_RING, unsigned K_SPLIT, unsigned CLUSTER_K, bool A_MN = false, bool B_MN = false,
+          unsigned NUM_RAW = 0>
 struct Fp8GemmLayout {
   static constexpr unsigned BLOCK_K = 128;
   static constexpr unsigned OUT_BLOCK_N = BLOCK_N / CLUSTER_K;  // the columns this CTA stores
@@ -234,21 +235,23 @@ struct Fp8GemmLayout {
   // CLUSTER_K: the other CTAs' FP32 partials of this CTA's column slice (sm90_cluster_reduce.cuh).
   static constexpr unsigned SMEM_RECV = (CLUSTER_K - 1) * BLOCK_M * OUT_BLOCK_N * 4;
   // The stages' full and empty barriers, then (CLUSTER_K) the reduction's two, then
-  // (A_MN or B_MN) the raw stages' full barriers.
-  static constexpr unsigned SMEM_BARRIERS = NUM_STAGES * 2 * 8 + (CLUSTER_K > 1 ? 16 : 0) + (SMEM_RAW ? NUM_STAGES * 8 : 0);
+  // the raw stages' full barriers.
+  static constexpr unsigned SMEM_BARRIERS = NUM_STAGES * 2 * 8 + (CLUSTER_K > 1 ? 16 : 0) + NUM_RAW * 8;
   // +1024: the dynamic shared memory base is aligned up to 1024 at run time.
   static constexpr unsigned SMEM_TOTAL = 1024 + SMEM_D + SMEM_SUMS + SMEM_RECV +
-                                         NUM_STAGES * (SMEM_A + SMEM_B + SMEM_RAW + SMEM_SFA + SMEM_SFB) + SMEM_BARRIERS;
+                                         NUM_STAGES * (SMEM_A + SMEM_B + SMEM_SFA + SMEM_SFB) + NUM_RAW * SMEM_RAW +
+                                         SMEM_BARRIERS;
 };
 
 template <class Wgmma, unsigned BLOCK_M, unsigned BLOCK_N, unsigned NUM_STAGES, unsigned STORE_N,
           unsigned GROUP_N, unsigned CLUSTER_M, unsigned CLUSTER_N, unsigned K_SPLIT, unsigned CLUSTER_K,
           bool SFB_PER_ROW, unsigned OUT_BYTES, unsigned C_BYTES, bool EPILOGUE_RING, bool A_MN = false,
-          bool B_MN = false>
+          bool B_MN = false, unsigned NUM_RAW = 0>
 __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   using Layout = Fp8GemmLayout<BLOCK_M, BLOCK_N, NUM_STAGES, SFB_PER_ROW, OUT_BYTES, EPILOGUE_RING, K_SPLIT,
-                               CLUSTER_K, A_MN, B_MN>;
+                               CLUSTER_K, A_MN, B_MN, NUM_RAW>;
   constexpr bool RELAYOUT = A_MN || B_MN;
+  static_assert(RELAYOUT == (NUM_RAW > 0), "raw stages exactly for an MN-major operand");
   constexpr unsigned BLOCK_K = Layout::BLOCK_K;
   constexpr unsigned ROW_WG = BLOCK_M / 64;          // warpgroups across the tile's rows
   constexpr unsigned NUM_MATH_WG = ROW_WG * K_SPLIT;  // ... times those along K
@@ -275,8 +278,8 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   static_assert(!(A_MN && CLUSTER_N > 1) && !(B_MN && CLUSTER_M > 1),
                 "an operand relaid out in shared memory is not multicast");
 
-  // Shared memory: [D staging][sums][recv][A x stages][B x stages][raw x stages][SFA x stages][SFB x stages]
-  // [barriers]
+  // Shared memory: [D staging][sums][recv][A x stages][B x stages][raw x NUM_RAW][SFA x stages]
+  // [SFB x stages][barriers]
   // Aligned in the shared window (a link-time constant), not through the generic
   // pointer, which would cost the math loop a rebuild of the window base per K block.
   extern __shared__ __align__(1024) uint8_t smem_raw[];
@@ -288,7 +291,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   uint8_t* smem_a = smem_recv + Layout::SMEM_RECV;
   uint8_t* smem_b = smem_a + NUM_STAGES * Layout::SMEM_A;
   uint8_t* smem_raw_stages = smem_b + NUM_STAGES * Layout::SMEM_B;
-  float* smem_sfa = reinterpret_cast<float*>(smem_raw_stages + NUM_STAGES * Layout::SMEM_RAW);
+  float* smem_sfa = reinterpret_cast<float*>(smem_raw_stages + NUM_RAW * Layout::SMEM_RAW);
   float* smem_sfb = smem_sfa + NUM_STAGES * BLOCK_M;
   uint64_t* full = reinterpret_cast<uint64_t*>(reinterpret_cast<uint8_t*>(smem_sfb) + NUM_STAGES * Layout::SMEM_SFB);
   uint64_t* empty = full + NUM_STAGES;
@@ -321,7 +324,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   }
   if constexpr (RELAYOUT) {
     if (threadIdx.x == 0)
-      for (unsigned s = 0; s < NUM_STAGES; ++s) Barrier::init(&raw_full[s], 1);
+      for (unsigned r = 0; r < NUM_RAW; ++r) Barrier::init(&raw_full[r], 1);
   }
   // A stage is filled by the TMA thread, the 32 scale-copying threads and (RELAYOUT)
   // one arrival for the relayout warps, and read by one K slice's warpgroups.
@@ -397,41 +400,42 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
         }
       }
     } else if (RELAYOUT && threadIdx.x >= NUM_MATH_THREADS + 64) {
-      // Warps 2 and 3: the MN-major operands. Their thread 0 keeps the raw stages
-      // loading NUM_STAGES K blocks ahead (behind nothing but the relayout itself, so
-      // HBM sees that many raw stages in flight); all 64 transpose each raw stage into
-      // its pipeline stage once the math warps have freed it, then arrive on "full".
+      // Warps 2 and 3: the MN-major operands. Their thread 0 keeps the NUM_RAW raw
+      // stages loading ahead (behind nothing but the relayout itself, so that many K
+      // blocks are in flight from memory); all 64 transpose each raw stage into its
+      // pipeline stage once the math warps have freed it, then arrive on "full". The
+      // raw ring is the deep one: the pipeline stages only cover the relayout's time.
       constexpr unsigned kRelayoutBarrier = 8;  // past the math warps' named barriers
       const unsigned tid = threadIdx.x - (NUM_MATH_THREADS + 64);
       const uint32_t raw0 = smem_addr(smem_raw_stages);
-      // The K block that raw stage `load_it % NUM_STAGES` is loaded with next.
+      // The K block that raw stage `load_it % NUM_RAW` is loaded with next.
       unsigned load_tile = first_tile, load_kb = kb_begin, load_it = 0;
       auto load_raw = [&]() {
         if (cta_k_blocks == 0 || load_tile >= sched.num_tiles) return;
-        const unsigned s = load_it % NUM_STAGES;
+        const unsigned r = load_it % NUM_RAW;
         unsigned l, m_block, n_block;
         sched.get(load_tile, rank, l, m_block, n_block);
         const int k0 = static_cast<int>(load_kb * BLOCK_K);
-        uint8_t* raw = smem_raw_stages + s * Layout::SMEM_RAW;
-        Barrier::arrive_and_expect_tx(&raw_full[s], Layout::SMEM_RAW);
+        uint8_t* raw = smem_raw_stages + r * Layout::SMEM_RAW;
+        Barrier::arrive_and_expect_tx(&raw_full[r], Layout::SMEM_RAW);
         if constexpr (A_MN)
-          tma_load_3d(&p.tma_a, &raw_full[s], raw, static_cast<int>(m_block * BLOCK_M), k0, static_cast<int>(l));
+          tma_load_3d(&p.tma_a, &raw_full[r], raw, static_cast<int>(m_block * BLOCK_M), k0, static_cast<int>(l));
         if constexpr (B_MN)
-          tma_load_3d(&p.tma_b, &raw_full[s], raw + Layout::SMEM_RAW_A, static_cast<int>(n_block * BLOCK_N), k0,
+          tma_load_3d(&p.tma_b, &raw_full[r], raw + Layout::SMEM_RAW_A, static_cast<int>(n_block * BLOCK_N), k0,
                       p.b_batched ? static_cast<int>(l) : 0);
         ++load_it;
         if (++load_kb == kb_end) load_kb = kb_begin, load_tile += tile_stride;
       };
       if (tid == 0)
-        for (unsigned i = 0; i < NUM_STAGES; ++i) load_raw();
+        for (unsigned i = 0; i < NUM_RAW; ++i) load_raw();
       const unsigned num_own_tiles =
           first_tile < sched.num_tiles ? (sched.num_tiles - first_tile + tile_stride - 1) / tile_stride : 0;
       const unsigned total = num_own_tiles * cta_k_blocks;
       for (unsigned it = 0; it < total; ++it) {
-        const unsigned s = it % NUM_STAGES, phase = (it / NUM_STAGES) & 1;
-        const uint32_t raw = raw0 + s * Layout::SMEM_RAW;
-        Barrier::wait(&raw_full[s], phase);
-        Barrier::wait(&empty[s], phase ^ 1);
+        const unsigned s = it % NUM_STAGES, r = it % NUM_RAW;
+        const uint32_t raw = raw0 + r * Layout::SMEM_RAW;
+        Barrier::wait(&raw_full[r], (it / NUM_RAW) & 1);
+        Barrier::wait(&empty[s], ((it / NUM_STAGES) & 1) ^ 1);
         if constexpr (A_MN) relayout_k_block<BLOCK_M, 64>(raw, smem_addr(smem_a + s * Layout::SMEM_A), tid);
         if constexpr (B_MN)
           relayout_k_block<BLOCK_N, 64>(raw + Layout::SMEM_RAW_A, smem_addr(smem_b + s * Layout::SMEM_B), tid);
