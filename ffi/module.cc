@@ -151,13 +151,15 @@ NB_MODULE(_C, m) {
   m.def(
       "fp8_gemm_config",
       [](int64_t m_, int64_t n, int64_t k, int64_t batches, int num_sms, bool sfb_per_row, int out_bytes,
-         int c_bytes, int smem_capacity, bool a_mn_major, bool b_mn_major) {
+         int c_bytes, int smem_capacity, bool a_mn_major, bool b_mn_major, int relayout) {
         const auto kind = make_kind(sfb_per_row, a_mn_major, b_mn_major, out_bytes, c_bytes);
-        return config_to_dict(heuristics::select_fp8_gemm_config(m_, n, k, batches, num_sms, kind, smem_capacity));
+        return config_to_dict(
+            heuristics::select_fp8_gemm_config(m_, n, k, batches, num_sms, kind, smem_capacity, relayout));
       },
       nb::arg("m"), nb::arg("n"), nb::arg("k"), nb::arg("batches"), nb::arg("num_sms"),
       nb::arg("sfb_per_row") = false, nb::arg("out_bytes") = 2, nb::arg("c_bytes") = 0,
-      nb::arg("smem_capacity") = 232448, nb::arg("a_mn_major") = false, nb::arg("b_mn_major") = false);
+      nb::arg("smem_capacity") = 232448, nb::arg("a_mn_major") = false, nb::arg("b_mn_major") = false,
+      nb::arg("relayout") = -1);
 
   m.def(
       "bf16_gemm_config",

@@ -967,3 +967,47 @@ class TestVmap:
         As, Bs = data
         out = jax.jit(jax.vmap(jaxgemm.fp8_gemm_nt))(_stack_pairs(As[:1]), _stack_pairs(Bs[:1]))
         assert np.array_equal(_bits(out[0]), self._single(As[0], Bs[0]))
+
+
+class TestFp8Relayout:
+    """Which operands stored MN-major the kernel transposes in shared memory (config
+    `relayout`): the heuristic's rule, pins, and the configs it rejects."""
+
+    def test_heuristic_relayouts_b_at_small_m_and_short_k(self):
+        pick = lambda m, n, k, layout: jaxgemm.fp8_gemm_config(m, n, k, layout=layout, num_sms=132)
+        for layout in ("nn", "tn"):
+            cfg = pick(128, 24576, 1536, layout)
+            assert (cfg["relayout"], cfg["a_mn_major"], cfg["b_mn_major"]) == (1, 0, 1)
+            assert pick(128, 2112, 7168, layout)["relayout"] == 0  # long K: XLA's transpose
+            assert pick(4096, 24576, 1536, layout)["relayout"] == 0  # large M
+            assert pick(128, 24584, 1536, layout)["relayout"] == 0  # N % 16: TMA cannot read B's rows
+        assert pick(128, 24576, 1536, "tt")["relayout"] == 0  # A: never
+        assert pick(128, 24576, 1536, "nt")["relayout"] == 0
+
+    def test_pins(self):
+        for layout, majors in (("nn", (0, 1)), ("tn", (1, 1)), ("tt", (1, 0))):
+            cfg = jaxgemm.fp8_gemm_config(4096, 7168, 2048, layout=layout, num_sms=132, config={"relayout": 1})
+            assert (cfg["relayout"], cfg["a_mn_major"], cfg["b_mn_major"]) == (1, *majors)
+            assert cfg["smem_bytes"] <= 232448
+            off = jaxgemm.fp8_gemm_config(128, 24576, 1536, layout=layout, num_sms=132, config={"relayout": 0})
+            # relayout=0 alone keeps the heuristic's pick for NT (after XLA's transposes).
+            assert off == jaxgemm.fp8_gemm_config(128, 24576, 1536, num_sms=132)
+        # A pinned multicast of an operand the heuristic would transpose drops the relayout.
+        cfg = jaxgemm.fp8_gemm_config(128, 24576, 1536, layout="nn", num_sms=132,
+                                      config={"block_m": 128, "block_n": 128, "cluster_m": 2})
+        assert (cfg["relayout"], cfg["b_mn_major"]) == (0, 0)
+
+    @pytest.mark.parametrize("layout,config,match", [
+        ("nt", {"relayout": 1}, "stored MN-major"),
+        ("nn", {"relayout": 1, "block_n": 128, "cluster_m": 2}, "not multicast"),
+        ("tt", {"relayout": 1, "block_m": 128, "cluster_n": 2}, "not multicast"),
+    ])
+    def test_rejected(self, layout, config, match):
+        with pytest.raises(ValueError, match=match):
+            jaxgemm.fp8_gemm_config(256, 1024, 1024, layout=layout, num_sms=132, config=config)
+
+    def test_rejected_unaligned(self):
+        with pytest.raises(ValueError, match="multiples of 16"):
+            jaxgemm.fp8_gemm_config(256, 1032, 1024, layout="nn", num_sms=132, config={"relayout": 1})
+        with pytest.raises(ValueError, match="for the FP8 GEMMs"):
+            jaxgemm.bf16_gemm_config(256, 1024, 1024, layout="nn", num_sms=132, config={"relayout": 1})

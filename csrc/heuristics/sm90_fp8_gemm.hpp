@@ -28,11 +28,20 @@ inline int fp8_gemm_raw_bytes(int block_m, int block_n, const GemmKind& kind) {
 }
 
 // Whether the kernel transposes an operand stored MN-major (`stored`'s flags) in
-// shared memory: where TMA can read its rows (16-byte aligned: `rows` a multiple of
-// 16). Otherwise the caller transposes it first (the returned kind is K-major there).
-inline GemmKind fp8_gemm_relayout_kind(GemmKind stored, int64_t m, int64_t n) {
-  stored.a_mn_major = stored.a_mn_major && m % 16 == 0;
-  stored.b_mn_major = stored.b_mn_major && n % 16 == 0;
+// shared memory; otherwise XLA transposes it first (the returned kind is K-major
+// there). The relayout needs TMA-readable rows (M or N a multiple of 16), and it is
+// offered only where it measured faster than XLA's transpose: for B at small M and
+// short K. Its 64 threads transpose at about half the rate NT's main loop consumes
+// K blocks (H100, DeepSeek-V3 shapes, scripts/relayout_perf.py: at M = 4096 NN ran
+// at 0.51 of NT against 0.91 after XLA's transpose; at M = 128 NN with K <= 2048 at
+// 367 / 257 / 167 TFLOPS against 207 / 176 / 166, with K >= 7168 5-15% slower; A,
+// 0.63 of NT against 0.94, never).
+// `relayout` 0 or 1 pins it (1: every operand stored MN-major whose rows TMA can read).
+constexpr int64_t kRelayoutMaxM = 256, kRelayoutMaxK = 2048;
+inline GemmKind fp8_gemm_relayout_kind(GemmKind stored, int64_t m, int64_t n, int64_t k, int relayout = -1) {
+  const bool a_ok = stored.a_mn_major && m % 16 == 0, b_ok = stored.b_mn_major && n % 16 == 0;
+  stored.a_mn_major = relayout == 1 && a_ok;
+  stored.b_mn_major = relayout == 1 ? b_ok : relayout < 0 && b_ok && m <= kRelayoutMaxM && k <= kRelayoutMaxK;
   return stored;
 }
 
@@ -110,12 +119,14 @@ inline bool fp8_gemm_epilogue_ring(const GemmConfig& c) {
 }
 
 // `stored`: the operands' majors as the caller stored them; the returned config's
-// kind says which of those the kernel transposes (fp8_gemm_relayout_kind).
+// kind says which of those the kernel transposes (fp8_gemm_relayout_kind; `relayout`
+// 0 or 1 pins that choice).
 inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_t batches, int num_sms,
-                                         const GemmKind& stored = {}, int smem_capacity = kSmemCapacity) {
+                                         const GemmKind& stored = {}, int smem_capacity = kSmemCapacity,
+                                         int relayout = -1) {
   if (m <= 0 || n <= 0 || k <= 0 || batches <= 0 || num_sms <= 0)
     throw std::invalid_argument("select_fp8_gemm_config: sizes must be positive");
-  const GemmKind kind = fp8_gemm_relayout_kind(stored, m, n);
+  const GemmKind kind = fp8_gemm_relayout_kind(stored, m, n, k, relayout);
   const int num_k_blocks = ceil_div(k, 128);
   BestConfig best;
   // Multicast is not chosen here; a user can ask for it in `config`. B multicast

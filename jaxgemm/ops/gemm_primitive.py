@@ -149,9 +149,8 @@ def _kind(spec: GemmSpec) -> dict:
 
 
 def _pin_relayout(spec: GemmSpec, cfg: dict, overrides: dict, m: int, n: int, op_name: str):
-    """Sets the FP8 kernel's majors for a pinned config: what `relayout` asks for, else
-    the heuristic's pick where the pinned multicast allows (an operand the kernel
-    transposes is never multicast)."""
+    """Checks a pinned `relayout`, and drops the heuristic's relayout where a pinned
+    multicast rules it out (an operand the kernel transposes is never multicast)."""
     stored = (spec.a_stored_mn_major, spec.b_stored_mn_major)
     if "relayout" in overrides:
         if overrides["relayout"] and spec.op != "fp8":
@@ -163,8 +162,6 @@ def _pin_relayout(spec: GemmSpec, cfg: dict, overrides: dict, m: int, n: int, op
         if overrides["relayout"] and ((stored[0] and m % 16) or (stored[1] and n % 16)):
             raise ValueError(f"{op_name}: config relayout=1 needs M (A stored [K, M]) and N (B "
                              "stored [K, N]) multiples of 16: TMA reads 16-byte rows")
-        if spec.op == "fp8":
-            cfg["a_mn_major"], cfg["b_mn_major"] = (int(overrides["relayout"] and s) for s in stored)
     if spec.op != "fp8":
         return
     multicast_a, multicast_b = overrides.get("cluster_n", 1) > 1, overrides.get("cluster_m", 1) > 1
@@ -192,11 +189,11 @@ def gemm_config(spec: GemmSpec, m: int, n: int, k: int, batches: int = 1, *,
         # The heuristic decides which operands stored MN-major the kernel transposes
         # (its kind's majors) unless `relayout` is pinned; `relayout` says whether it
         # transposes any. relayout=0 picks what the NT GEMM would, after XLA's transposes.
-        fuse = overrides.get("relayout", 1) != 0
         cfg = dict(ext.fp8_gemm_config(m, n, k, batches, num_sms, bool(kind["sfb_per_row"]),
                                        kind["out_bytes"], kind["c_bytes"],
-                                       a_mn_major=spec.a_stored_mn_major and fuse,
-                                       b_mn_major=spec.b_stored_mn_major and fuse))
+                                       a_mn_major=spec.a_stored_mn_major,
+                                       b_mn_major=spec.b_stored_mn_major,
+                                       relayout=overrides.get("relayout", -1)))
         cfg["relayout"] = int(cfg["a_mn_major"] or cfg["b_mn_major"])
     else:
         cfg = dict(ext.bf16_gemm_config(m, n, k, batches, num_sms, bool(kind["a_mn_major"]),
