@@ -200,6 +200,9 @@ KINDS = {
     "fp8_1d2d": {"op": "fp8", "sfb_per_row": False, "out_bytes": 2, "c_bytes": 0, "public": {}},
     "fp8_1d1d_f32": {"op": "fp8", "sfb_per_row": True, "out_bytes": 4, "c_bytes": 4,
                      "public": {"sfb_per_row": True, "out_dtype": "float32", "c_dtype": "float32"}},
+    # B stored [K, N]: the heuristic transposes it in the kernel where that measured faster.
+    "fp8_nn": {"op": "fp8", "sfb_per_row": False, "b_mn_major": True, "out_bytes": 2, "c_bytes": 0,
+               "public": {"layout": "nn"}},
     **{f"bf16_{layout}": {"op": "bf16", "a_mn_major": a_t, "b_mn_major": b_t, "out_bytes": 2, "c_bytes": 0,
                           "public": {"layout": layout}}
        for layout, (a_t, b_t) in (("nt", (False, False)), ("nn", (False, True)),
@@ -211,7 +214,8 @@ def _heuristic(kind, m, n, k):
     ext, spec = _runtime.extension(), KINDS[kind]
     if spec["op"] == "fp8":
         return dict(ext.fp8_gemm_config(m, n, k, 1, NUM_SMS, spec["sfb_per_row"], spec["out_bytes"],
-                                        spec["c_bytes"]))
+                                        spec["c_bytes"], a_mn_major=spec.get("a_mn_major", False),
+                                        b_mn_major=spec.get("b_mn_major", False)))
     return dict(ext.bf16_gemm_config(m, n, k, 1, NUM_SMS, spec["a_mn_major"], spec["b_mn_major"],
                                      spec["out_bytes"], spec["c_bytes"]))
 
@@ -239,7 +243,7 @@ def _instances(configs):
     by_code = {}
     for (kind, m, n, k), cfg in configs.items():
         code = _code(_source(kind, cfg))
-        entry = by_code.setdefault((kind, code), (kind, cfg, []))
+        entry = by_code.setdefault(code, (kind, cfg, []))  # (fp8_nn without a relayout is fp8_1d2d)
         entry[2].append((m, n, k))
     if len(by_code) > MAX_INSTANCES:
         firsts = {}
@@ -252,7 +256,7 @@ def _instances(configs):
     for kind, cfg, shapes in chosen:
         key = (f"{kind}-m{cfg['block_m']}n{cfg['block_n']}s{cfg['num_stages']}"
                f"w{cfg['store_n']}g{cfg['group_n']}c{cfg['cluster_m']}a{cfg['cluster_n']}k{cfg['k_split']}"
-               f"x{cfg['cluster_k']}p{cfg['pingpong']}")
+               f"x{cfg['cluster_k']}p{cfg['pingpong']}r{cfg['a_mn_major'] or cfg['b_mn_major']}")
         assert key not in out, f"two instances named {key}"
         out[key] = (kind, cfg, shapes)
     return out
@@ -279,8 +283,10 @@ def test_bench_configs_are_valid(kind):
         assert cfg["num_stages"] >= 3, where
         assert cfg["group_n"] >= 1, where
         if spec["op"] == "fp8":
-            smem = ext.fp8_gemm_smem_bytes(cfg["block_m"], cfg["block_n"], cfg["num_stages"],
-                                           spec["sfb_per_row"], spec["out_bytes"], cfg["k_split"], ck)
+            smem = ext.gemm_smem_bytes(cfg, False)  # with a relayout, its raw stages fill the rest
+            if not (cfg["a_mn_major"] or cfg["b_mn_major"]):
+                assert smem == ext.fp8_gemm_smem_bytes(cfg["block_m"], cfg["block_n"], cfg["num_stages"],
+                                                       spec["sfb_per_row"], spec["out_bytes"], cfg["k_split"], ck)
             assert cfg["k_split"] == 1 or (cfg["k_split"] == 2 and cfg["block_m"] == 64), where
         else:
             smem = ext.bf16_gemm_smem_bytes(cfg["block_m"], cfg["block_n"], cfg["num_stages"],
@@ -299,12 +305,16 @@ def test_bench_configs_are_valid(kind):
         ctas = -(-m // (cfg["block_m"] * cm)) * cm * -(-(-(-n // cfg["block_n"])) // cn) * cn * ck
         assert 1 <= cfg["num_sms"] <= min(NUM_SMS, ctas), where
         # The config carries the kind it was chosen for (the FFI handler reads it).
+        # (FP8: an operand stored MN-major is K-major to the kernel unless it relays it out.)
         for key in ("sfb_per_row", "a_mn_major", "b_mn_major"):
-            assert cfg[key] == int(spec.get(key, False)), (where, key)
+            allowed = {0, int(spec.get(key, False))} if spec["op"] == "fp8" and key != "sfb_per_row" else \
+                {int(spec.get(key, False))}
+            assert cfg[key] in allowed, (where, key)
         assert (cfg["out_bytes"], cfg["c_bytes"]) == (spec["out_bytes"], spec["c_bytes"]), where
         # The public wrapper agrees with the extension.
         public = (jaxgemm.fp8_gemm_config if spec["op"] == "fp8" else jaxgemm.bf16_gemm_config)
-        assert public(m, n, k, num_sms=NUM_SMS, **spec["public"]) == cfg, where
+        relayout = int(spec["op"] == "fp8" and (cfg["a_mn_major"] or cfg["b_mn_major"]))
+        assert public(m, n, k, num_sms=NUM_SMS, **spec["public"]) == dict(cfg, relayout=relayout), where
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
@@ -315,8 +325,12 @@ def test_small_m_uses_small_blocks(kind):
 
 def test_instances_cover_every_kind_and_block_shape():
     """The compiled instances cover every (kind, block_m, block_n) the heuristics pick."""
-    picked = {(kind, cfg["block_m"], cfg["block_n"]) for (kind, *_), cfg in BENCH_CONFIGS.items()}
-    compiled = {(kind, cfg["block_m"], cfg["block_n"]) for kind, cfg, _ in INSTANCES.values()}
+    # (An FP8 kind's instance without a relayout is the same code as fp8_1d2d's.)
+    def shape(kind, cfg):
+        relayout = cfg["a_mn_major"] or cfg["b_mn_major"]
+        return ("fp8_1d2d" if kind == "fp8_nn" and not relayout else kind, cfg["block_m"], cfg["block_n"])
+    picked = {shape(kind, cfg) for (kind, *_), cfg in BENCH_CONFIGS.items()}
+    compiled = {shape(kind, cfg) for kind, cfg, _ in INSTANCES.values()}
     assert compiled == picked
     assert {kind for kind, _, _ in INSTANCES.values()} == set(KINDS)
 
