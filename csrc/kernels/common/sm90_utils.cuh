@@ -44,6 +44,16 @@ __device__ __forceinline__ float4 ld_shared_f32x4(uint32_t addr) {
   return v;
 }
 
+__device__ __forceinline__ uint32_t ld_shared_u32(uint32_t addr) {
+  uint32_t v;
+  asm volatile("ld.shared.u32 %0, [%1];" : "=r"(v) : "r"(addr));
+  return v;
+}
+
+__device__ __forceinline__ void st_shared_u32x4(uint32_t addr, uint32_t a, uint32_t b, uint32_t c, uint32_t d) {
+  asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(addr), "r"(a), "r"(b), "r"(c), "r"(d) : "memory");
+}
+
 // WGMMA shared-memory descriptor of a 128B-swizzled tile (1024-aligned), in
 // the canonical layouts of the PTX ISA, offsets in bytes:
 //   K-major:  rows of 128 bytes of K; 8-row groups `sbo` apart (1024 when dense).

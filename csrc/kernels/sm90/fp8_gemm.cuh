@@ -4,9 +4,9 @@
 // e4m3 with either one FP32 scale per 128x128 block ("1D2D", DeepSeek-V3's
 // forward and dgrad recipe) or, with SFB_PER_ROW, one per row per 128 of K
 // ("1D1D", its weight-gradient recipe). The FP8 tensor cores need both K-major in
-// shared memory; either may be stored MN-major (A_MN, B_MN: see below). D is BF16 or FP32 (OUT_BYTES); C, if any (C_BYTES), is added to
-// the FP32 accumulators before D is rounded. L batches share one launch (B may
-// be shared by all).
+// shared memory; either may be stored MN-major (A_MN, B_MN: see below). D is BF16
+// or FP32 (OUT_BYTES); C, if any (C_BYTES), is added to the FP32 accumulators
+// before D is rounded. L batches share one launch (B may be shared by all).
 //
 // Work per output tile (BLOCK_M x BLOCK_N, K deep): 2*BM*BN*K FLOPs, loading
 // (BM + BN) * K bytes of operands (plus BM * K/32 of A scales) from L2, the
