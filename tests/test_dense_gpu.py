@@ -333,3 +333,41 @@ def test_fp8_linear_grad():
     diffs = [jaxgemm.calc_diff(y, ref_y)] + [jaxgemm.calc_diff(g, r) for g, r in zip(got, ref)]
     print("fp8_linear calc_diff y, dx, dw:", diffs)
     assert all(d < 2e-3 for d in diffs), diffs
+
+
+# ------------------------------------------------------------ launch dependencies
+
+def test_dependent_gemms_back_to_back():
+    """Every GEMM here reads what the one just before it wrote (as A, and as C), and
+    the jitted chain runs for two input sets: a GEMM that read its inputs before the
+    kernel ahead of it finished (as a launch overlap such as PDL would allow, were
+    its wait missing) would find the other set's values."""
+    m, k = 1024, 1024
+
+    def chain(x, w, c, a8, b8, c8):
+        for _ in range(3):
+            x = jaxgemm.bf16_gemm_nt(x, w)                  # A: the previous GEMM's output
+            c = jaxgemm.bf16_gemm_nt(x, w, c, jnp.float32)  # A and C: likewise
+            c8 = jaxgemm.fp8_gemm_nt(a8, b8, c8, out_dtype=jnp.float32)
+        return x, c, c8
+
+    def reference_chain(x, w, c, a8, b8, c8):
+        x, w, c, c8 = (v.astype(jnp.float64) for v in (x, w, c, c8))
+        for _ in range(3):
+            x = (x @ w.T).astype(jnp.bfloat16).astype(jnp.float64)
+            c = c + x @ w.T
+            c8 = reference.fp8_gemm(*a8, *b8, "nt", c8, jnp.float64)
+        return x, c, c8
+
+    f = jax.jit(chain)
+    for seed in (21, 22):
+        x, w = _random(m, k, k, seed)
+        w = (w.astype(jnp.float32) / jnp.sqrt(jnp.sum(jnp.square(w.astype(jnp.float32)), 1, keepdims=True))
+             ).astype(jnp.bfloat16)  # unit rows: the chain keeps its scale
+        c = _c(m, k, jnp.float32, seed)
+        a8, b8 = _fp8_operands(m, k, k, "nt", seed)
+        got = f(x, w, c, a8, b8, c)
+        with jax.enable_x64(True):
+            want = jax.jit(reference_chain)(x, w, c, a8, b8, c)
+        for g, r in zip(got, want):
+            assert jaxgemm.calc_diff(g, r) < 1e-4

@@ -431,14 +431,15 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
       const unsigned num_own_tiles =
           first_tile < sched.num_tiles ? (sched.num_tiles - first_tile + tile_stride - 1) / tile_stride : 0;
       const unsigned total = num_own_tiles * cta_k_blocks;
+      const KBlockRelayout<BLOCK_M, 2> relayout_a(tid / 32, tid % 32);
+      const KBlockRelayout<BLOCK_N, 2> relayout_b(tid / 32, tid % 32);
       for (unsigned it = 0; it < total; ++it) {
         const unsigned s = it % NUM_STAGES, r = it % NUM_RAW;
         const uint32_t raw = raw0 + r * Layout::SMEM_RAW;
         Barrier::wait(&raw_full[r], (it / NUM_RAW) & 1);
         Barrier::wait(&empty[s], ((it / NUM_STAGES) & 1) ^ 1);
-        if constexpr (A_MN) relayout_k_block<BLOCK_M, 64>(raw, smem_addr(smem_a + s * Layout::SMEM_A), tid);
-        if constexpr (B_MN)
-          relayout_k_block<BLOCK_N, 64>(raw + Layout::SMEM_RAW_A, smem_addr(smem_b + s * Layout::SMEM_B), tid);
+        if constexpr (A_MN) relayout_a(raw, smem_addr(smem_a + s * Layout::SMEM_A));
+        if constexpr (B_MN) relayout_b(raw + Layout::SMEM_RAW_A, smem_addr(smem_b + s * Layout::SMEM_B));
         // The tile's generic-proxy writes, made visible to WGMMA (async proxy); the
         // barrier then has both warps done with the raw stage before it is reloaded.
         fence_view_async_shared();
