@@ -17,9 +17,10 @@
 // the warps stride over the steps. A lane's word then moves by multiples of 16
 // between steps, so what depends on the word modulo 8 (the byte selectors, the
 // row order, the swizzle) is computed once per thread. Consecutive words make the
-// loads hit 32 distinct banks; each lane stores its rows in an order rotated by
-// bits 1-2 of its word so that every 8 lanes' chunks land in 8 distinct 16-byte
-// bank groups (without the rotation the swizzle maps them onto 2).
+// loads hit 32 distinct banks (16, two lanes each, in a half step); each lane
+// stores its rows in an order rotated by bits 1-2 of its word so that every 8
+// lanes' chunks land in 8 distinct 16-byte bank groups (without the rotation the
+// swizzle maps them onto 2).
 //
 // Speed (BENCHMARKS.md, session 9): about 200 clocks a step while the WGMMAs run.
 // Neither halving the instructions per step nor two steps in flight changed it.
