@@ -26,10 +26,14 @@ inline int bf16_gemm_smem_bytes(const GemmConfig& c) {
   return bf16_gemm_smem_bytes(c.block_m, c.block_n, c.num_stages, c.kind);
 }
 
+// The most pipeline stages (up to 8) that fit these tiles.
+inline int bf16_gemm_max_stages(int block_m, int block_n, const GemmKind& kind, int smem_capacity) {
+  return max_stages([&](int s) { return bf16_gemm_smem_bytes(block_m, block_n, s, kind); }, smem_capacity);
+}
+
 // Sets c's stages to the most that fit, and its shared memory to match.
 inline void deepen_bf16_gemm(GemmConfig& c, int smem_capacity) {
-  c.num_stages = max_stages([&c](int s) { return bf16_gemm_smem_bytes(c.block_m, c.block_n, s, c.kind); },
-                            smem_capacity);
+  c.num_stages = bf16_gemm_max_stages(c.block_m, c.block_n, c.kind, smem_capacity);
   c.smem_bytes = bf16_gemm_smem_bytes(c);
 }
 
@@ -47,7 +51,7 @@ inline GemmConfig select_bf16_gemm_config(int64_t m, int64_t n, int64_t k, int64
     if (bm == 128 && m <= 64) continue;
     for (int bn : {16, 32, 48, 64, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 256}) {
       if (kind.b_mn_major && bn % 64 != 0) continue;  // MN-major B tiles are whole 64-column chunks
-      const int stages = max_stages([&](int s) { return bf16_gemm_smem_bytes(bm, bn, s, kind); }, smem_capacity);
+      const int stages = bf16_gemm_max_stages(bm, bn, kind, smem_capacity);
       if (stages < 3) continue;
       const int64_t tiles = batches * ceil_div(m, bm) * ceil_div(n, bn);
       const int64_t waves = (tiles + num_sms - 1) / num_sms;

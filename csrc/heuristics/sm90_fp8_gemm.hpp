@@ -96,18 +96,23 @@ inline int fp8_gemm_smem_bytes(const GemmConfig& c) {
                              fp8_gemm_raw_stages(c));
 }
 
-// Sets c's stages to the most that fit (up to 16 with k_split, each warpgroup keeping
-// its own lookahead; else 8; with a relayout, up to kRelayoutStages leaving room for
-// kMinRawStages), and its shared memory to match.
-inline void deepen_fp8_gemm(GemmConfig& c, int smem_capacity) {
-  const bool relayout = fp8_gemm_raw_bytes(c.block_m, c.block_n, c.kind) > 0;
-  const int limit = relayout ? (c.k_split > 1 ? kRelayoutKSplitStages : kRelayoutStages)
-                             : (c.k_split > 1 ? kKSplitMaxStages : 8);
-  const auto smem_at = [&c, relayout](int stages) {
-    return fp8_gemm_smem_bytes(c.block_m, c.block_n, stages, c.kind, c.k_split, c.cluster_k,
-                               relayout ? kMinRawStages : 0);
+// The most pipeline stages that fit these tiles (up to 16 with k_split, each
+// warpgroup keeping its own lookahead; else 8; with a relayout, up to
+// kRelayoutStages, leaving room for kMinRawStages).
+inline int fp8_gemm_max_stages(int block_m, int block_n, const GemmKind& kind, int k_split, int cluster_k,
+                               int smem_capacity) {
+  const bool relayout = fp8_gemm_raw_bytes(block_m, block_n, kind) > 0;
+  const int limit = relayout ? (k_split > 1 ? kRelayoutKSplitStages : kRelayoutStages)
+                             : (k_split > 1 ? kKSplitMaxStages : 8);
+  const auto smem_at = [&](int stages) {
+    return fp8_gemm_smem_bytes(block_m, block_n, stages, kind, k_split, cluster_k, relayout ? kMinRawStages : 0);
   };
-  c.num_stages = max_stages(smem_at, smem_capacity, limit);
+  return max_stages(smem_at, smem_capacity, limit);
+}
+
+// Sets c's stages to the most that fit, and its shared memory to match.
+inline void deepen_fp8_gemm(GemmConfig& c, int smem_capacity) {
+  c.num_stages = fp8_gemm_max_stages(c.block_m, c.block_n, c.kind, c.k_split, c.cluster_k, smem_capacity);
   c.smem_bytes = fp8_gemm_smem_bytes(c);
 }
 
@@ -144,9 +149,7 @@ inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_
       // 1D1D promotes with a scale per column: at 192 columns ptxas spills (measured in
       // SASS with FP32 output and C).
       if (kind.sfb_per_row && bn > 160) continue;
-      const int raw = fp8_gemm_raw_bytes(bm, bn, kind) ? kMinRawStages : 0;
-      const int stages = max_stages([&](int s) { return fp8_gemm_smem_bytes(bm, bn, s, kind, 1, 1, raw); },
-                                    smem_capacity, raw ? kRelayoutStages : 8);
+      const int stages = fp8_gemm_max_stages(bm, bn, kind, 1, 1, smem_capacity);
       if (stages < 3) continue;
       const int64_t tiles = batches * ceil_div(m, bm) * ceil_div(n, bn);
       const int64_t waves = (tiles + num_sms - 1) / num_sms;
@@ -170,14 +173,13 @@ inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_
       const double per_tile = num_k_blocks * per_k_block + bm * bn * double(kind.out_bytes) / 64 + 500;
       // Every SM that has a tile (shrinking the grid to the fewest SMs with the same
       // number of waves measured 2-5% slower on an H200).
-      const GemmConfig c =
-          candidate(kind, bm, bn, stages, fp8_gemm_smem_bytes(bm, bn, stages, kind, 1, 1, raw), num_sms, tiles);
+      GemmConfig c = candidate(kind, bm, bn, stages, 0, num_sms, tiles);
+      c.smem_bytes = fp8_gemm_smem_bytes(c);  // with as many raw stages as fit
       best.offer(c, double(waves) * per_tile);
     }
   }
   if (!best.found) throw std::runtime_error("select_fp8_gemm_config: no config fits shared memory");
   GemmConfig c = best.config;
-  c.smem_bytes = fp8_gemm_smem_bytes(c);  // with as many raw stages as fit
   // Narrow 64-row tiles (what small M picks) run their K blocks on two warpgroups
   // (k_split = 2), each with its own lookahead: up to 16 stages. H100, kernel time
   // alone at M = 128: 2112x7168 at 64x32 296 -> 352 TFLOPS (14 stages; 309 with 8),
