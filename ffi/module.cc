@@ -8,10 +8,12 @@
 #include <nanobind/stl/tuple.h>
 
 #include "dense.h"
+#include "transpose.h"
 #include "../csrc/jit/compiler.hpp"
 #include "../csrc/jit/device_runtime.hpp"
 #include "../csrc/launchers/sm90_bf16_gemm.hpp"
 #include "../csrc/launchers/sm90_fp8_gemm.hpp"
+#include "../csrc/launchers/transpose_bytes.hpp"
 
 namespace nb = nanobind;
 using namespace jaxgemm;
@@ -107,6 +109,10 @@ NB_MODULE(_C, m) {
     bf16_gemm["instantiate"] = capsule(ffi_handlers::kBf16GemmInstantiate);
     bf16_gemm["execute"] = capsule(ffi_handlers::kBf16GemmExecute);
     regs["jaxgemm_bf16_gemm"] = bf16_gemm;
+    nb::dict transpose_bytes;
+    transpose_bytes["instantiate"] = capsule(ffi_handlers::kTransposeBytesInstantiate);
+    transpose_bytes["execute"] = capsule(ffi_handlers::kTransposeBytesExecute);
+    regs["jaxgemm_transpose_bytes"] = transpose_bytes;
     return regs;
   });
 
@@ -118,6 +124,11 @@ NB_MODULE(_C, m) {
     gemm["type_id"] = capsule(&ffi_handlers::GemmState::id);
     gemm["type_info"] = capsule(&gemm_info);
     types["jaxgemm_gemm_state"] = gemm;
+    static XLA_FFI_TypeInfo kernel_info = xla::ffi::MakeTypeInfo<ffi_handlers::KernelState>();
+    nb::dict kernel;
+    kernel["type_id"] = capsule(&ffi_handlers::KernelState::id);
+    kernel["type_info"] = capsule(&kernel_info);
+    types["jaxgemm_kernel_state"] = kernel;
     return types;
   });
 
@@ -219,6 +230,11 @@ NB_MODULE(_C, m) {
       "bf16_gemm_source",
       [](const nb::dict& config) { return launchers::Sm90Bf16Gemm::generate_source(config_from_dict(config, true)); },
       nb::arg("config"));
+
+  m.def("transpose_bytes_source", []() { return launchers::TransposeBytes::generate_source(); });
+  m.def(
+      "transpose_bytes_supported", [](int64_t rows, int64_t cols) { return launchers::TransposeBytes::supports(rows, cols); },
+      nb::arg("rows"), nb::arg("cols"));
 
   // Compiles (or finds in the cache) a kernel; returns (cubin path, cache hit, seconds).
   m.def(

@@ -1,9 +1,11 @@
-"""FP8 layouts with the relayout in the kernel (relayout=1) against XLA's transposes
-first (relayout=0), beside NT, over the DeepSeek-V3 shapes (a development aid; the
+"""FP8 layouts with the relayout in the kernel (relayout=1, "fused"), against
+jaxgemm's transpose kernel first (relayout=0, "tb") and XLA's transposes first
+(relayout=0 with JAXGEMM_XLA_TRANSPOSE=1, "xla"), beside NT, over the DeepSeek-V3 shapes (a development aid; the
 benchmark of record is `python -m jaxgemm.bench`, whose method and helpers this uses).
 
     python scripts/relayout_perf.py [M ...]     (default 128 4096)
 """
+import os
 import sys
 
 import jax
@@ -26,11 +28,13 @@ def main():
             for layout in bench.LAYOUTS:
                 a_t, b_t = reference.LAYOUTS[layout]
                 op = getattr(jaxgemm, f"fp8_gemm_{layout}")
-                for relayout in ((None,) if layout == "nt" else (1, 0)):
-                    cfg = None if relayout is None else {"relayout": relayout}
+                for mode in (("",) if layout == "nt" else ("_fused", "_tb", "_xla")):
+                    cfg = None if not mode else {"relayout": int(mode == "_fused")}
+                    # Read at lowering time, which the first (timed-apart) call does.
+                    os.environ["JAXGEMM_XLA_TRANSPOSE"] = str(int(mode == "_xla"))
                     f = jax.jit(lambda a, b, op=op, cfg=cfg: [op(x, y, config=cfg) for x, y in zip(a, b)])
                     t, _ = bench._time_fn(f, (a_km if a_t else a, b_kn if b_t else b))
-                    row[layout if relayout is None else f"{layout}{'_fused' if relayout else '_xla'}"] = flops / t / 1e12
+                    row[layout + mode] = flops / t / 1e12
             del a, b, a_km, b_kn
             for name, v in row.items():
                 ratios.setdefault(name, []).append(v / row["nt"])

@@ -204,21 +204,46 @@ def test_fp8_gemm_relayout(layout, config, per_row_b):
 _F8_PRODUCERS = re.compile(r"= f8e4m3fn\[[^\]]*\](?:\{[^}]*\})? ([a-z][a-z0-9-]*)\(")
 
 
-@pytest.mark.parametrize("relayout", [0, 1])
+_TRANSPOSE_CALL = re.compile(r'custom_call_target="jaxgemm_transpose_bytes"')
+
+
+@pytest.mark.parametrize("mode", ["relayout", "transpose_bytes", "xla"])
 @pytest.mark.parametrize("layout", ["nn", "tn", "tt"])
-def test_fp8_relayout_leaves_no_transpose(layout, relayout):
-    """With relayout=1 the compiled program hands the kernel the operands as stored:
-    no FP8 array is produced by anything but a parameter or a view. With relayout=0,
-    XLA's transpose is there (which shows that the check sees it)."""
+def test_fp8_relayout_leaves_no_transpose(layout, mode, monkeypatch):
+    """What makes an operand stored MN-major K-major, in the compiled program:
+    relayout=1 hands the kernel the operands as stored (no FP8 array is produced by
+    anything but a parameter or a view); relayout=0 transposes each with one
+    jaxgemm transpose_bytes call and nothing else; JAXGEMM_XLA_TRANSPOSE=1 leaves it
+    to XLA (which shows that the check sees XLA's transposes)."""
     m, n, k = 256, 1024, 1024
+    if mode == "xla":
+        monkeypatch.setenv("JAXGEMM_XLA_TRANSPOSE", "1")
     a, b = _fp8_operands(m, n, k, layout, seed=3)
     f = getattr(jaxgemm, f"fp8_gemm_{layout}")
+    relayout = int(mode == "relayout")
     hlo = jax.jit(lambda a, b: f(a, b, config={"relayout": relayout})).lower(a, b).compile().as_text()
     producers = set(_F8_PRODUCERS.findall(hlo)) - {"parameter", "bitcast", "get-tuple-element", "tuple"}
-    if relayout:
-        assert not producers, producers
+    calls = len(_TRANSPOSE_CALL.findall(hlo))
+    if mode == "relayout":
+        assert not producers and not calls, producers
+    elif mode == "transpose_bytes":
+        assert producers == {"custom-call"}, producers
+        assert calls == sum(reference.LAYOUTS[layout]), hlo
     else:
-        assert producers, hlo
+        assert producers and not calls, hlo
+
+
+def test_fp8_transpose_bytes_needs_16_rows():
+    """B stored [K, N] with N a multiple of 8 but not of 16 is transposed by XLA (the
+    kernel moves 16-row groups); A stored [K, M] (M a multiple of 16 there) by jaxgemm."""
+    m, n, k = 48, 1032, 512
+    a, b = _fp8_operands(m, n, k, "tn", seed=4)
+    f = lambda a, b: jaxgemm.fp8_gemm_tn(a, b, out_dtype=jnp.float32, config={"relayout": 0})  # noqa: E731
+    hlo = jax.jit(f).lower(a, b).compile().as_text()
+    assert len(_TRANSPOSE_CALL.findall(hlo)) == 1, hlo
+    ref = _reference(reference.fp8_gemm, *a, *b, "tn", None, jnp.float64)
+    _poison((m, n), jnp.float32)
+    _check(jax.jit(f)(a, b), ref, jnp.float32, 1e-3, rel=1e-2)
 
 
 def test_fp8_gemm_relayout_batched():

@@ -417,21 +417,10 @@ def test_bench_kernel_sass(compiled_bench_kernels, key):
     (QGMMA E4M3 for FP8; HGMMA BF16 for BF16, with the transposed-operand flags on
     exactly the MN-major operands) and no local memory (LDL/STL: register spills or
     stack arrays, which cost the kernel dearly)."""
-    tool = _find_cuobjdump()
-    if tool is None:
-        pytest.skip("no cuobjdump (set JAXGEMM_CUOBJDUMP, put it on PATH, or "
-                    "pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)")
     _, result = compiled_bench_kernels[key]
     if isinstance(result, Exception):
         pytest.skip("did not compile (reported by test_bench_kernel_compiles)")
-    env = dict(os.environ)
-    env["PATH"] = os.path.dirname(tool) + os.pathsep + env.get("PATH", "")  # nvdisasm beside it
-    proc = subprocess.run([tool, "-sass", result[0]], check=False, capture_output=True, text=True,
-                          env=env, timeout=300)
-    if proc.returncode != 0 and "nvdisasm" in (proc.stderr + proc.stdout):
-        pytest.skip(f"{tool} cannot disassemble without nvdisasm: {proc.stderr.strip()[:300]}")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    sass = proc.stdout
+    sass = _disassemble(result[0])
     kind, cfg, _ = INSTANCES[key]
     spec = KINDS[kind]
     bn = str(cfg["block_n"])
@@ -451,5 +440,41 @@ def test_bench_kernel_sass(compiled_bench_kernels, key):
         flags = ("" + (".tnspA" if spec["a_mn_major"] else "") + (".tnspB" if spec["b_mn_major"] else ""))
         assert {f for _, f in hgmma} == {flags}, (flags, {f for _, f in hgmma})
         assert "QGMMA" not in sass
+    _assert_no_local_memory(sass)
+
+
+def _disassemble(cubin_path) -> str:
+    """The SASS of a cubin (skips the test where cuobjdump cannot be run)."""
+    tool = _find_cuobjdump()
+    if tool is None:
+        pytest.skip("no cuobjdump (set JAXGEMM_CUOBJDUMP, put it on PATH, or "
+                    "pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)")
+    env = dict(os.environ)
+    env["PATH"] = os.path.dirname(tool) + os.pathsep + env.get("PATH", "")  # nvdisasm beside it
+    proc = subprocess.run([tool, "-sass", str(cubin_path)], check=False, capture_output=True, text=True,
+                          env=env, timeout=300)
+    if proc.returncode != 0 and "nvdisasm" in (proc.stderr + proc.stdout):
+        pytest.skip(f"{tool} cannot disassemble without nvdisasm: {proc.stderr.strip()[:300]}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def _assert_no_local_memory(sass):
     local = [ln.strip() for ln in sass.splitlines() if re.search(r"\b(LDL|STL)(\.\w+)*\b", ln)]
     assert not local, f"{len(local)} local-memory instructions, e.g. {local[:3]}"
+
+
+@needs_nvcc
+def test_transpose_bytes_kernel(jit_cache):
+    """The FP8 transpose (jaxgemm.ops.transpose) compiles, and its SASS is the copy it
+    was written as: per thread 4 16-byte loads and stores to and from global memory,
+    16 32-bit shared loads, the 4x4 byte transposes as 32 PRMTs, no local memory."""
+    path, hit, _ = _compile("transpose_bytes", _runtime.extension().transpose_bytes_source())
+    assert not hit
+    sass = _disassemble(path)
+    assert re.search(r"Function : jaxgemm_transpose_bytes\b", sass)
+    count = lambda pattern: len(re.findall(pattern, sass))  # noqa: E731
+    assert count(r"\bLDG\.E(\.\w+)*\.128\b") == 4 and count(r"\bSTS\.128\b") == 4, sass
+    assert count(r"\bLDS ") == 16 and count(r"\bSTG\.E\.128\b") == 4, sass
+    assert count(r"\bPRMT\b") == 32, sass
+    _assert_no_local_memory(sass)

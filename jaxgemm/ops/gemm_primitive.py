@@ -30,6 +30,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from jax._src import dispatch as _jax_dispatch  # no public API for this registration
 
 from jaxgemm import _runtime, reference
+from jaxgemm.ops.transpose import to_k_major
 from jaxgemm.quantization import align, ceil_div
 
 __all__ = ["GemmSpec", "gemm_p", "gemm_config", "CONFIG_KEYS", "normalize_config"]
@@ -347,10 +348,15 @@ def _cuda_lowering(ctx, *args, spec: GemmSpec):
             if spec.a_stored_mn_major:
                 sfa = jnp.swapaxes(sfa, 1, 2)
             # An operand the kernel transposes in shared memory: as the caller stored it.
+            # Otherwise one stored MN-major is transposed first, by jaxgemm's kernel.
             if cfg["a_mn_major"]:
                 a = jnp.swapaxes(a, 1, 2)
+            elif spec.a_stored_mn_major:
+                a = to_k_major(a)
             if cfg["b_mn_major"]:
                 b = jnp.swapaxes(b, 1, 2)
+            elif spec.b_stored_mn_major:
+                b = to_k_major(b)
             if spec.sfb_per_row:
                 sfb = jnp.pad(jnp.swapaxes(sfb, 1, 2), ((0, 0), (0, 0), (0, align(n, 4) - n)))
         operands = [x for x in _join(spec, a, sfa, b, sfb, c)]

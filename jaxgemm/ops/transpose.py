@@ -1,0 +1,43 @@
+"""FP8 operands made K-major by jaxgemm's own transpose kernel.
+
+SM90's FP8 tensor cores read only K-major operands. Where the GEMM kernel does not
+transpose an operand stored MN-major in shared memory (config `relayout=0`), the
+lowering transposes it first with `transpose_bytes`, a plain copy kernel at about the
+HBM copy rate, instead of XLA's transpose (about 1.7 TB/s for FP8 on an H100). It
+needs R and C multiples of 16; other shapes keep XLA's transpose.
+`JAXGEMM_XLA_TRANSPOSE=1` (read at lowering time) keeps XLA's transpose everywhere,
+to compare the two.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+
+from jaxgemm import _runtime
+
+__all__ = ["transpose_bytes", "to_k_major"]
+
+_TARGET = "jaxgemm_transpose_bytes"
+
+
+def transpose_bytes(x):
+    """`[L, R, C]` -> `[L, C, R]` of a 1-byte dtype, on the GPU (lowering-time only:
+    call it inside a CUDA lowering, where `_runtime.ensure_cuda()` has run)."""
+    l, r, c = x.shape
+    if jnp.dtype(x.dtype).itemsize != 1 or not _runtime.extension().transpose_bytes_supported(r, c):
+        raise ValueError(f"transpose_bytes: needs a 1-byte dtype and R, C multiples of 16, got {x.dtype}{x.shape}")
+    return jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct((l, c, r), x.dtype))(x)
+
+
+def to_k_major(x):
+    """An operand the GEMM needs K-major, `[L, rows, K]`, that the caller stored
+    `[L, K, rows]`: within a lowering, `x` is XLA's view of the stored array as
+    `[L, rows, K]`, and swapping back cancels in XLA, leaving only this kernel."""
+    _, rows, k = x.shape
+    if os.environ.get("JAXGEMM_XLA_TRANSPOSE", "0") not in ("", "0") or \
+            not _runtime.extension().transpose_bytes_supported(k, rows):
+        return x
+    return transpose_bytes(jnp.swapaxes(x, 1, 2))

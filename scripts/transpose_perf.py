@@ -1,0 +1,38 @@
+"""Bandwidth of jaxgemm's FP8 transpose kernel against XLA's transpose, on the
+operands the FP8 layouts transpose at the DeepSeek-V3 shapes (B stored [K, N]; A
+stored [K, M] at M = 4096). A development aid, with the benchmark's timing method.
+
+    python scripts/transpose_perf.py
+"""
+import jax
+import jax.numpy as jnp
+
+from jaxgemm import _runtime, bench
+from jaxgemm.ops.transpose import transpose_bytes
+
+
+def main():
+    _runtime.ensure_cuda()
+    shapes = sorted({(k, n) for n, k in bench.DEEPSEEK_V3_NK} | {(k, 4096) for _, k in bench.DEEPSEEK_V3_NK})
+    ours = jax.jit(lambda xs: [transpose_bytes(x) for x in xs])
+    xla = jax.jit(lambda xs: [jnp.swapaxes(x, 1, 2) for x in xs])
+    # The copy ceiling: an elementwise op that reads and writes the same bytes.
+    copy = jax.jit(lambda xs: [(x.view(jnp.uint8) ^ 1).view(x.dtype) for x in xs])
+    rates = {"jaxgemm": [], "xla": [], "copy": []}
+    for r, c in shapes:
+        sets = bench._num_sets(r * c)
+        xs = [jax.random.bits(key, (1, r, c), jnp.uint8).view(jnp.float8_e4m3fn)
+              for key in bench._set_keys(jax.random.PRNGKey(0), 2, sets)]
+        moved = 2.0 * r * c * sets  # read once, written once
+        row = {}
+        for name, f in (("jaxgemm", ours), ("xla", xla), ("copy", copy)):
+            t, _ = bench._time_fn(f, (xs,))
+            row[name] = moved / t / 1e12
+            rates[name].append(row[name])
+        print(f"[{r}, {c}] -> [{c}, {r}] x{sets}: " + " ".join(f"{k} {v:.2f} TB/s" for k, v in row.items()),
+              flush=True)
+    print("geomean: " + " ".join(f"{k} {bench._geomean(v):.2f} TB/s" for k, v in rates.items()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
