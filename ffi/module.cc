@@ -124,11 +124,11 @@ NB_MODULE(_C, m) {
     gemm["type_id"] = capsule(&ffi_handlers::GemmState::id);
     gemm["type_info"] = capsule(&gemm_info);
     types["jaxgemm_gemm_state"] = gemm;
-    static XLA_FFI_TypeInfo transpose_info = xla::ffi::MakeTypeInfo<ffi_handlers::TransposeState>();
-    nb::dict transpose;
-    transpose["type_id"] = capsule(&ffi_handlers::TransposeState::id);
-    transpose["type_info"] = capsule(&transpose_info);
-    types["jaxgemm_transpose_state"] = transpose;
+    static XLA_FFI_TypeInfo kernel_info = xla::ffi::MakeTypeInfo<ffi_handlers::KernelState>();
+    nb::dict kernel;
+    kernel["type_id"] = capsule(&ffi_handlers::KernelState::id);
+    kernel["type_info"] = capsule(&kernel_info);
+    types["jaxgemm_kernel_state"] = kernel;
     return types;
   });
 

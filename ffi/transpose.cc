@@ -14,15 +14,13 @@ namespace jaxgemm::ffi_handlers {
 namespace ffi = xla::ffi;
 using launchers::TransposeBytes;
 
-ffi::TypeId TransposeState::id = {};
+ffi::TypeId KernelState::id = {};
 
 namespace {
 
-ffi::ErrorOr<std::unique_ptr<TransposeState>> TransposeBytesInstantiate(int32_t num_sms) {
-  if (num_sms <= 0) return ffi::Unexpected(ffi::Error::InvalidArgument("jaxgemm transpose_bytes: num_sms <= 0"));
+ffi::ErrorOr<std::unique_ptr<KernelState>> TransposeBytesInstantiate() {
   try {
-    auto state = std::make_unique<TransposeState>();
-    state->num_sms = num_sms;
+    auto state = std::make_unique<KernelState>();
     const auto built = jit::Compiler::build(TransposeBytes::kName, TransposeBytes::generate_source(), "90a");
     state->kernel = &jit::KernelRuntime::load(built.cubin_path, TransposeBytes::kSymbol, 0);
     jit::KernelRuntime::preload_in_current_context(*state->kernel);
@@ -36,8 +34,8 @@ bool one_byte(ffi::DataType t) {
   return t == ffi::F8E4M3FN || t == ffi::F8E5M2 || t == ffi::U8 || t == ffi::S8;
 }
 
-ffi::Error TransposeBytesExecute(CUstream stream, TransposeState* state, ffi::AnyBuffer in,
-                                 ffi::Result<ffi::AnyBuffer> out, int32_t /*num_sms: in the state*/) {
+ffi::Error TransposeBytesExecute(CUstream stream, KernelState* state, ffi::AnyBuffer in,
+                                 ffi::Result<ffi::AnyBuffer> out) {
   // Python checked everything at trace time; these checks guard the ABI.
   const auto id = in.dimensions(), od = out->dimensions();
   if (!one_byte(in.element_type()) || out->element_type() != in.element_type())
@@ -49,8 +47,7 @@ ffi::Error TransposeBytesExecute(CUstream stream, TransposeState* state, ffi::An
   if (id[0] == 0 || id[1] == 0 || id[2] == 0) return ffi::Error::Success();
   TransposeBytesParams params;
   unsigned grid = 0;
-  if (!TransposeBytes::make_params(in.untyped_data(), out->untyped_data(), id[0], id[1], id[2], state->num_sms,
-                                   &params, &grid))
+  if (!TransposeBytes::make_params(in.untyped_data(), out->untyped_data(), id[0], id[1], id[2], &params, &grid))
     return ffi::Error::InvalidArgument("jaxgemm transpose_bytes: too large for one launch");
   jit::LaunchShape shape{grid, static_cast<unsigned>(TransposeBytes::kThreads), 1};
   if (CUresult r = jit::launch(*state->kernel, shape, stream, params); r != CUDA_SUCCESS)
@@ -60,16 +57,14 @@ ffi::Error TransposeBytesExecute(CUstream stream, TransposeState* state, ffi::An
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(kTransposeBytesInstantiate, TransposeBytesInstantiate,
-                              ffi::Ffi::BindInstantiate().Attr<int32_t>("num_sms"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(kTransposeBytesInstantiate, TransposeBytesInstantiate, ffi::Ffi::BindInstantiate());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(kTransposeBytesExecute, TransposeBytesExecute,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::PlatformStream<CUstream>>()
-                                  .Ctx<ffi::State<TransposeState>>()
+                                  .Ctx<ffi::State<KernelState>>()
                                   .Arg<ffi::AnyBuffer>()   // in  [L, R, C], 1-byte elements
-                                  .Ret<ffi::AnyBuffer>()   // out [L, C, R]
-                                  .Attr<int32_t>("num_sms"),  // (used at instantiate)
+                                  .Ret<ffi::AnyBuffer>(),  // out [L, C, R]
                               {ffi::Traits::kCmdBufferCompatible});
 
 }  // namespace jaxgemm::ffi_handlers

@@ -7,11 +7,10 @@
 
 namespace jaxgemm::ffi_handlers {
 
-// State of one call site: the loaded kernel and the SMs it may use.
-struct TransposeState {
+// State of one call site of a kernel that has a single instance: the loaded kernel.
+struct KernelState {
   static xla::ffi::TypeId id;
   const jit::LoadedKernel* kernel = nullptr;
-  int num_sms = 0;
 };
 
 XLA_FFI_DECLARE_HANDLER_SYMBOL(kTransposeBytesInstantiate);

@@ -15,7 +15,6 @@ import os
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxgemm import _runtime
 
@@ -25,14 +24,12 @@ _TARGET = "jaxgemm_transpose_bytes"
 
 
 def transpose_bytes(x):
-    """`[L, R, C]` -> `[L, C, R]` of a 1-byte dtype, on the GPU's SMs as
-    `jaxgemm.set_num_sms` caps them (R and C multiples of 16). The FFI target must be
-    registered (`_runtime.ensure_cuda()`), as it is inside jaxgemm's lowerings."""
+    """`[L, R, C]` -> `[L, C, R]` of a 1-byte dtype, on the GPU (lowering-time only:
+    call it inside a CUDA lowering, where `_runtime.ensure_cuda()` has run)."""
     l, r, c = x.shape
     if jnp.dtype(x.dtype).itemsize != 1 or not _runtime.extension().transpose_bytes_supported(r, c):
         raise ValueError(f"transpose_bytes: needs a 1-byte dtype and R, C multiples of 16, got {x.dtype}{x.shape}")
-    return jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct((l, c, r), x.dtype))(
-        x, num_sms=np.int32(_runtime.get_num_sms()))
+    return jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct((l, c, r), x.dtype))(x)
 
 
 def to_k_major(x):

@@ -9,7 +9,6 @@ struct TransposeBytesParams {
   void* out;                 // [L, cols, rows]
   unsigned rows, cols;       // multiples of 16: 16-byte rows and whole 16-row groups
   unsigned tiles_r, tiles_c; // ceil(rows / 128), ceil(cols / 128)
-  unsigned tiles;            // L * tiles_r * tiles_c
 };
 
 }  // namespace jaxgemm
