@@ -978,7 +978,7 @@ class TestFp8Relayout:
         for layout in ("nn", "tn"):
             cfg = pick(128, 24576, 1536, layout)
             assert (cfg["relayout"], cfg["a_mn_major"], cfg["b_mn_major"]) == (1, 0, 1)
-            assert pick(128, 2112, 7168, layout)["relayout"] == 0  # long K: XLA's transpose
+            assert pick(128, 2112, 7168, layout)["relayout"] == 0  # long K: transposed first
             assert pick(4096, 24576, 1536, layout)["relayout"] == 0  # large M
             assert pick(128, 24584, 1536, layout)["relayout"] == 0  # N % 16: TMA cannot read B's rows
         assert pick(128, 24576, 1536, "tt")["relayout"] == 0  # A: never
@@ -990,7 +990,7 @@ class TestFp8Relayout:
             assert (cfg["relayout"], cfg["a_mn_major"], cfg["b_mn_major"]) == (1, *majors)
             assert cfg["smem_bytes"] <= 232448
             off = jaxgemm.fp8_gemm_config(128, 24576, 1536, layout=layout, num_sms=132, config={"relayout": 0})
-            # relayout=0 alone keeps the heuristic's pick for NT (after XLA's transposes).
+            # relayout=0 alone keeps the heuristic's pick for NT (after the transposes).
             assert off == jaxgemm.fp8_gemm_config(128, 24576, 1536, num_sms=132)
         # A pinned multicast of an operand the heuristic would transpose drops the relayout.
         cfg = jaxgemm.fp8_gemm_config(128, 24576, 1536, layout="nn", num_sms=132,

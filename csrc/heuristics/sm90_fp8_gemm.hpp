@@ -28,14 +28,14 @@ inline int fp8_gemm_raw_bytes(int block_m, int block_n, const GemmKind& kind) {
 }
 
 // Whether the kernel transposes an operand stored MN-major (`stored`'s flags) in
-// shared memory; otherwise XLA transposes it first (the returned kind is K-major
-// there). The relayout needs TMA-readable rows (M or N a multiple of 16), and it is
-// offered only where it measured faster than XLA's transpose: for B at small M and
-// short K. Its 64 threads transpose at about half the rate NT's main loop consumes
-// K blocks (H100, DeepSeek-V3 shapes, scripts/relayout_perf.py: at M = 4096 NN ran
-// at 0.51 of NT against 0.91 after XLA's transpose; at M = 128 NN with K <= 2048 at
-// 367 / 257 / 167 TFLOPS against 207 / 176 / 166, with K >= 7168 5-15% slower; A,
-// 0.63 of NT against 0.94, never).
+// shared memory; otherwise it is transposed first (jaxgemm/ops/transpose.py; the
+// returned kind is K-major there). The relayout needs TMA-readable rows (M or N a
+// multiple of 16), and it is offered only where it measured faster than the
+// transpose first: for B at small M and short K. Its 64 threads transpose at about half the rate NT's main loop consumes
+// K blocks (H100, DeepSeek-V3 shapes, scripts/relayout_perf.py, session 10: at
+// M = 4096 NN ran at 0.54 of NT against 0.94 after jaxgemm's transpose; at M = 128
+// NN with K <= 2048 at 413 / 267 / 178 TFLOPS against 220 / 203 / 196, with
+// K >= 7168 0-20% slower; A, 0.64 of NT against 0.96, never).
 // `relayout` 0 or 1 pins it (1: every operand stored MN-major whose rows TMA can read).
 constexpr int64_t kRelayoutMaxM = 256, kRelayoutMaxK = 2048;
 inline GemmKind fp8_gemm_relayout_kind(GemmKind stored, int64_t m, int64_t n, int64_t k, int relayout = -1) {

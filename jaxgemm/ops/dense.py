@@ -5,9 +5,9 @@ Each public function validates its operands at trace time, then binds `gemm_p`
 is A ("n": [M, K], "t": [K, M]), the second B ("t": [N, K], "n": [K, N]), so
 `*_gemm_nt(a, b)` is `a @ b.T` and `*_gemm_nn(a, b)` is `a @ b`.
 
-The FP8 tensor cores of SM90 read only K-major operands, so the FP8 kernel transposes
-an operand stored K-first tile by tile in shared memory (or, where TMA cannot read its
-rows, XLA transposes it before the kernel); the BF16 kernel reads either major directly. BF16 GEMMs are differentiable: the gradients
+The FP8 tensor cores of SM90 read only K-major operands, so an operand stored K-first is
+transposed, by the FP8 kernel tile by tile in shared memory or by jaxgemm's FP8 transpose
+before it (config `relayout`); the BF16 kernel reads either major directly. BF16 GEMMs are differentiable: the gradients
 are BF16 GEMMs of the same kernel, in the layouts that need no transpose.
 """
 
@@ -165,8 +165,9 @@ def _fp8_doc(layout):
     relayout = ("" if layout == "nt" else
                 "\n    SM90's FP8 tensor cores read only K-major operands: the kernel loads an operand\n"
                 "    stored K-first here as it is and transposes each tile in shared memory (config\n"
-                "    `relayout=1`, the heuristic's pick where M, N are multiples of 16), or XLA\n"
-                "    transposes it first (`relayout=0`). A's scales are read in either major.\n")
+                "    `relayout=1`, which the heuristic picks for B at small M and short K), or a\n"
+                "    transpose kernel writes it K-major first (`relayout=0`). A's scales are read\n"
+                "    in either major.\n")
     return f"""Block-scaled FP8 GEMM `D = C + dequant(A) @ dequant(B)`, layout "{layout}".
 
     Args:

@@ -189,7 +189,7 @@ def gemm_config(spec: GemmSpec, m: int, n: int, k: int, batches: int = 1, *,
     if spec.op == "fp8":
         # The heuristic decides which operands stored MN-major the kernel transposes
         # (its kind's majors) unless `relayout` is pinned; `relayout` says whether it
-        # transposes any. relayout=0 picks what the NT GEMM would, after XLA's transposes.
+        # transposes any. relayout=0 picks what the NT GEMM would, after the transposes.
         cfg = dict(ext.fp8_gemm_config(m, n, k, batches, num_sms, bool(kind["sfb_per_row"]),
                                        kind["out_bytes"], kind["c_bytes"],
                                        a_mn_major=spec.a_stored_mn_major,

@@ -2,9 +2,11 @@
 
 SM90's FP8 tensor cores read only K-major operands. Where the GEMM kernel does not
 transpose an operand stored MN-major in shared memory (config `relayout=0`), the
-lowering transposes it first with `transpose_bytes`, a plain copy kernel at about the
-HBM copy rate, instead of XLA's transpose (about 1.7 TB/s for FP8 on an H100). It
-needs R and C multiples of 16; other shapes keep XLA's transpose.
+lowering transposes it first with `transpose_bytes`, a copy through shared memory
+(2.3-2.6 TB/s on an H100 for operands of 15 MB and more; XLA's transpose of FP8 runs
+at 2.2-2.7 there and slower on mid sizes, and with it the FP8 layouts at M = 4096
+measured 2-3% slower: BENCHMARKS.md, session 10). It needs R and C multiples of 16;
+other shapes keep XLA's transpose.
 `JAXGEMM_XLA_TRANSPOSE=1` (read at lowering time) keeps XLA's transpose everywhere,
 to compare the two.
 """

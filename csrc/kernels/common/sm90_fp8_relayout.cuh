@@ -2,7 +2,7 @@
 // K-major tiles, so the kernel loads an operand stored [K, rows] (rows contiguous)
 // by TMA as it is, 128 K deep, and transposes each such K block in shared memory
 // into the K-major 128B-swizzled tile that a K-major TMA load would have written.
-// This saves the caller a separate XLA transpose, which reads and writes the whole
+// This saves a separate transpose pass (ops/transpose.py), which reads and writes the whole
 // operand once more: at small M, where B dominates the bytes moved, that pass
 // cost more than the GEMM itself (BENCHMARKS.md, session 7).
 //
