@@ -1,9 +1,11 @@
 """Bandwidth of jaxgemm's FP8 transpose kernel against XLA's transpose, on the
 operands the FP8 layouts transpose at the DeepSeek-V3 shapes (B stored [K, N]; A
-stored [K, M] at M = 4096). A development aid, with the benchmark's timing method.
+stored [K, M]). A development aid, with the benchmark's timing method.
 
-    python scripts/transpose_perf.py
+    python scripts/transpose_perf.py [M ...]     (default 128 4096)
 """
+import sys
+
 import jax
 import jax.numpy as jnp
 
@@ -13,7 +15,8 @@ from jaxgemm.ops.transpose import transpose_bytes
 
 def main():
     _runtime.ensure_cuda()
-    shapes = sorted({(k, n) for n, k in bench.DEEPSEEK_V3_NK} | {(k, 4096) for _, k in bench.DEEPSEEK_V3_NK})
+    ms = [int(v) for v in sys.argv[1:]] or [128, 4096]
+    shapes = sorted({(k, n) for n, k in bench.DEEPSEEK_V3_NK} | {(k, m) for _, k in bench.DEEPSEEK_V3_NK for m in ms})
     ours = jax.jit(lambda xs: [transpose_bytes(x) for x in xs])
     xla = jax.jit(lambda xs: [jnp.swapaxes(x, 1, 2) for x in xs])
     # The copy ceiling: an elementwise op that reads and writes the same bytes (as
