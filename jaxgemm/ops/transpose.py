@@ -26,8 +26,9 @@ _TARGET = "jaxgemm_transpose_bytes"
 
 
 def transpose_bytes(x):
-    """`[L, R, C]` -> `[L, C, R]` of a 1-byte dtype, on the GPU (lowering-time only:
-    call it inside a CUDA lowering, where `_runtime.ensure_cuda()` has run)."""
+    """`[L, R, C]` -> `[L, C, R]` of a 1-byte dtype, R and C multiples of 16, on an
+    SM90 GPU only (no CPU lowering). Its FFI target must be registered
+    (`_runtime.ensure_cuda()`), as it is wherever jaxgemm's GEMMs lower."""
     l, r, c = x.shape
     if jnp.dtype(x.dtype).itemsize != 1 or not _runtime.extension().transpose_bytes_supported(r, c):
         raise ValueError(f"transpose_bytes: needs a 1-byte dtype and R, C multiples of 16, got {x.dtype}{x.shape}")
