@@ -984,6 +984,23 @@ class TestFp8Relayout:
         assert pick(128, 24576, 1536, "tt")["relayout"] == 0  # A: never
         assert pick(128, 24576, 1536, "nt")["relayout"] == 0
 
+    def test_heuristic_relayouts_b_in_narrow_tiles_that_fill_the_sms(self):
+        """At 64 < M <= 128, B relaid out in 128x64 tiles (each B tile transposed once)
+        where that grid, with K split over a CTA pair if half the SMs would idle, fills
+        3/4 of them, whatever K."""
+        pick = lambda m, n, k: jaxgemm.fp8_gemm_config(m, n, k, layout="nn", num_sms=132)  # noqa: E731
+        for (m, n, k), (cluster_k, ctas) in {(128, 7168, 16384): (1, 112), (128, 7168, 2048): (1, 112),
+                                             (96, 7168, 7168): (1, 112), (128, 4096, 7168): (2, 128)}.items():
+            cfg = pick(m, n, k)
+            assert (cfg["relayout"], cfg["b_mn_major"], cfg["block_m"], cfg["block_n"]) == (1, 1, 128, 64), cfg
+            assert (cfg["cluster_k"], cfg["num_sms"], cfg["k_split"]) == (cluster_k, ctas, 1), cfg
+            assert cfg["smem_bytes"] <= 232448
+        assert pick(128, 2112, 7168)["relayout"] == 0   # 66 CTAs: half the SMs
+        assert pick(128, 24576, 1536)["block_n"] > 64   # more than a wave of narrow tiles
+        assert pick(64, 7168, 16384)["relayout"] == 0   # a 64-row tile covers M
+        assert pick(256, 7168, 16384)["relayout"] == 0
+        assert pick(128, 7168, 16384)["num_stages"] >= 3
+
     def test_pins(self):
         for layout, majors in (("nn", (0, 1)), ("tn", (1, 1)), ("tt", (1, 0))):
             cfg = jaxgemm.fp8_gemm_config(4096, 7168, 2048, layout=layout, num_sms=132, config={"relayout": 1})

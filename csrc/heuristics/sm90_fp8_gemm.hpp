@@ -27,30 +27,50 @@ inline int fp8_gemm_raw_bytes(int block_m, int block_n, const GemmKind& kind) {
   return (kind.a_mn_major ? block_m * 128 : 0) + (kind.b_mn_major ? block_n * 128 : 0);
 }
 
+// The fewest K blocks for which the heuristic splits K over a cluster (each CTA keeps 16).
+constexpr int kClusterKMinKBlocks = 32;
+
+// B transposed in the kernel at 64 < M <= 128, where one 128-row tile covers M: 128x64
+// tiles transpose each B tile once per K block (64-row tiles transpose it once per
+// row block), and the transposer, which binds there, keeps near NT's time per K block.
+// H100, M = 128, nn TFLOPS (scripts/relayout_sweep.py, session 10): 7168x16384
+// 213 -> 282, 4096x7168 (cluster_k = 2) 182 -> 272, 7168x2048 177 -> 215, each ahead of
+// the transpose first (208, 228, 196). Used where that grid, with K split over a CTA
+// pair if it would leave half the SMs idle, fills 3/4 of the SMs: with fewer tiles
+// (2112x7168: 145) the transpose first wins, with more than a wave (24576x1536: 289
+// against 406) the wider tiles below. Returns the cluster_k, or 0 where not used.
+constexpr int kNarrowRelayoutBlockN = 64;
+inline int fp8_gemm_narrow_relayout_cluster_k(int64_t m, int64_t n, int64_t k, int64_t batches, int num_sms) {
+  if (m <= 64 || m > 128) return 0;  // (at M <= 64 a 64-row tile covers M: the rules below)
+  const int64_t tiles = batches * ceil_div(n, kNarrowRelayoutBlockN);
+  const int cluster_k = tiles * 2 <= num_sms && ceil_div(k, 128) >= kClusterKMinKBlocks ? 2 : 1;
+  return tiles * cluster_k <= num_sms && 4 * tiles * cluster_k >= 3 * int64_t(num_sms) ? cluster_k : 0;
+}
+
 // Whether the kernel transposes an operand stored MN-major (`stored`'s flags) in
 // shared memory; otherwise it is transposed first (jaxgemm/ops/transpose.py; the
 // returned kind is K-major there). The relayout needs TMA-readable rows (M or N a
 // multiple of 16), and it is offered only where it measured faster than the
-// transpose first: for B at small M and short K. Its 64 threads transpose at about half the rate NT's main loop consumes
-// K blocks (H100, DeepSeek-V3 shapes, scripts/relayout_perf.py, session 10: at
-// M = 4096 NN ran at 0.54 of NT against 0.94 after jaxgemm's transpose; at M = 128
-// NN with K <= 2048 at 413 / 267 / 178 TFLOPS against 220 / 203 / 196, with
-// K >= 7168 0-20% slower; A, 0.64 of NT against 0.96, never).
+// transpose first: for B at small M, with short K or the narrow tiles above. Its 64
+// threads transpose at about half the rate NT's main loop consumes K blocks (H100,
+// DeepSeek-V3 shapes, scripts/relayout_perf.py, session 10: at M = 4096 NN ran at
+// 0.54 of NT against 0.94 after jaxgemm's transpose; at M = 128 NN with K <= 2048 at
+// 413 / 267 / 178 TFLOPS against 220 / 203 / 196; A, 0.64 of NT against 0.96, never).
 // `relayout` 0 or 1 pins it (1: every operand stored MN-major whose rows TMA can read).
 constexpr int64_t kRelayoutMaxM = 256, kRelayoutMaxK = 2048;
-inline GemmKind fp8_gemm_relayout_kind(GemmKind stored, int64_t m, int64_t n, int64_t k, int relayout = -1) {
+inline GemmKind fp8_gemm_relayout_kind(GemmKind stored, int64_t m, int64_t n, int64_t k, int64_t batches,
+                                       int num_sms, int relayout = -1) {
   const bool a_ok = stored.a_mn_major && m % 16 == 0, b_ok = stored.b_mn_major && n % 16 == 0;
+  const bool b_pays = (m <= kRelayoutMaxM && k <= kRelayoutMaxK) ||
+                      fp8_gemm_narrow_relayout_cluster_k(m, n, k, batches, num_sms) > 0;
   stored.a_mn_major = relayout == 1 && a_ok;
-  stored.b_mn_major = relayout == 1 ? b_ok : relayout < 0 && b_ok && m <= kRelayoutMaxM && k <= kRelayoutMaxK;
+  stored.b_mn_major = relayout == 1 ? b_ok : relayout < 0 && b_ok && b_pays;
   return stored;
 }
 
 // Where the heuristic splits K over two warpgroups, and how deep their pipeline goes.
 constexpr int kMaxKSplitBlockN = 64;
 constexpr int kKSplitMaxStages = 16;
-// The fewest K blocks for which the heuristic splits K over a cluster (each CTA keeps 16).
-constexpr int kClusterKMinKBlocks = 32;
-
 // With a relayout, the pipeline stages only need to cover the transposes' time (the
 // raw stages hide the memory latency): this many (with k_split, each warpgroup reads
 // every other one), the raw stages taking the rest of shared memory, up to
@@ -131,8 +151,17 @@ inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_
                                          int relayout = -1) {
   if (m <= 0 || n <= 0 || k <= 0 || batches <= 0 || num_sms <= 0)
     throw std::invalid_argument("select_fp8_gemm_config: sizes must be positive");
-  const GemmKind kind = fp8_gemm_relayout_kind(stored, m, n, k, relayout);
+  const GemmKind kind = fp8_gemm_relayout_kind(stored, m, n, k, batches, num_sms, relayout);
   const int num_k_blocks = ceil_div(k, 128);
+  if (const int cluster_k = fp8_gemm_narrow_relayout_cluster_k(m, n, k, batches, num_sms);
+      kind.b_mn_major && !kind.a_mn_major && cluster_k > 0) {
+    const int64_t tiles = batches * ceil_div(n, kNarrowRelayoutBlockN) * cluster_k;
+    GemmConfig c = candidate(kind, 128, kNarrowRelayoutBlockN, 1, 0, num_sms, tiles);
+    c.cluster_k = cluster_k;
+    c.store_n = store_width(c.out_block_n(), kind.out_bytes);
+    deepen_fp8_gemm(c, smem_capacity);
+    return c;
+  }
   BestConfig best;
   // Multicast is not chosen here; a user can ask for it in `config`. B multicast
   // (cluster_m = 2) measured no faster than none on an H200 at the tiles picked
