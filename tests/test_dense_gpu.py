@@ -214,8 +214,9 @@ def test_fp8_relayout_leaves_no_transpose(layout, mode, monkeypatch):
     relayout=1 hands the kernel the operands as stored (no FP8 array is produced by
     anything but a parameter or a view); relayout=0 transposes each with one
     jaxgemm transpose_bytes call and nothing else; JAXGEMM_XLA_TRANSPOSE=1 leaves it
-    to XLA (which shows that the check sees XLA's transposes)."""
-    m, n, k = 256, 1024, 1024
+    to XLA (which shows that the check sees XLA's transposes). Operands of 4 MiB, the
+    least jaxgemm's transpose takes."""
+    m, n, k = 2048, 2048, 2048
     if mode == "xla":
         monkeypatch.setenv("JAXGEMM_XLA_TRANSPOSE", "1")
     a, b = _fp8_operands(m, n, k, layout, seed=3)
@@ -233,10 +234,11 @@ def test_fp8_relayout_leaves_no_transpose(layout, mode, monkeypatch):
         assert producers and not calls, hlo
 
 
-def test_fp8_transpose_bytes_needs_16_rows():
+def test_fp8_transpose_bytes_where_it_applies():
     """B stored [K, N] with N a multiple of 8 but not of 16 is transposed by XLA (the
-    kernel moves 16-row groups); A stored [K, M] (M a multiple of 16 there) by jaxgemm."""
-    m, n, k = 48, 1032, 512
+    kernel moves 16-row groups), and so are operands under 4 MiB; A stored [K, M] of
+    4 MiB by jaxgemm."""
+    m, n, k = 2048, 1032, 2048
     a, b = _fp8_operands(m, n, k, "tn", seed=4)
     f = lambda a, b: jaxgemm.fp8_gemm_tn(a, b, out_dtype=jnp.float32, config={"relayout": 0})  # noqa: E731
     hlo = jax.jit(f).lower(a, b).compile().as_text()
@@ -244,6 +246,9 @@ def test_fp8_transpose_bytes_needs_16_rows():
     ref = _reference(reference.fp8_gemm, *a, *b, "tn", None, jnp.float64)
     _poison((m, n), jnp.float32)
     _check(jax.jit(f)(a, b), ref, jnp.float32, 1e-3, rel=1e-2)
+    small = _fp8_operands(256, 1024, 1024, "tn", seed=4)
+    hlo = jax.jit(f).lower(*small).compile().as_text()
+    assert not _TRANSPOSE_CALL.findall(hlo), hlo
 
 
 def test_fp8_gemm_relayout_batched():

@@ -6,7 +6,7 @@ lowering transposes it first with `transpose_bytes`, a copy through shared memor
 (2.3-2.6 TB/s on an H100 for operands of 15 MB and more; XLA's transpose of FP8 runs
 at 2.2-2.7 there and slower on mid sizes, and with it the FP8 layouts at M = 4096
 measured 2-3% slower: BENCHMARKS.md, session 10). It needs R and C multiples of 16;
-other shapes keep XLA's transpose.
+other shapes, and operands under MIN_BYTES, keep XLA's transpose.
 `JAXGEMM_XLA_TRANSPOSE=1` (read at lowering time) keeps XLA's transpose everywhere,
 to compare the two.
 """
@@ -24,6 +24,11 @@ __all__ = ["transpose_bytes", "to_k_major"]
 
 _TARGET = "jaxgemm_transpose_bytes"
 
+# Below this, one 128x128 tile per CTA leaves most SMs idle (under 2 CTAs an SM on an
+# H100), and XLA's transpose, which spreads the bytes wider, measured 1-16% faster
+# in the GEMMs that read A [K, 128] (FP8 tt at M = 128; BENCHMARKS.md, session 10).
+MIN_BYTES = 4 << 20
+
 
 def transpose_bytes(x):
     """`[L, R, C]` -> `[L, C, R]` of a 1-byte dtype, R and C multiples of 16, on an
@@ -39,8 +44,8 @@ def to_k_major(x):
     """An operand the GEMM needs K-major, `[L, rows, K]`, that the caller stored
     `[L, K, rows]`: within a lowering, `x` is XLA's view of the stored array as
     `[L, rows, K]`, and swapping back cancels in XLA, leaving only this kernel."""
-    _, rows, k = x.shape
+    l, rows, k = x.shape
     if os.environ.get("JAXGEMM_XLA_TRANSPOSE", "0") not in ("", "0") or \
-            not _runtime.extension().transpose_bytes_supported(k, rows):
+            not _runtime.extension().transpose_bytes_supported(k, rows) or l * rows * k < MIN_BYTES:
         return x
     return transpose_bytes(jnp.swapaxes(x, 1, 2))
