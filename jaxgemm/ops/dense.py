@@ -165,7 +165,7 @@ def _fp8_doc(layout):
     relayout = ("" if layout == "nt" else
                 "\n    SM90's FP8 tensor cores read only K-major operands: the kernel loads an operand\n"
                 "    stored K-first here as it is and transposes each tile in shared memory (config\n"
-                "    `relayout=1`, which the heuristic picks for B at small M and short K), or a\n"
+                "    `relayout=1`, which the heuristic picks for B at small M), or a\n"
                 "    transpose kernel writes it K-major first (`relayout=0`). A's scales are read\n"
                 "    in either major.\n")
     return f"""Block-scaled FP8 GEMM `D = C + dequant(A) @ dequant(B)`, layout "{layout}".
