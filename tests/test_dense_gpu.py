@@ -201,6 +201,22 @@ def test_fp8_gemm_relayout(layout, config, per_row_b):
     _check(out, ref, jnp.float32, 1e-3, rel=1e-2)
 
 
+@pytest.mark.parametrize("m, n, k, layout, cluster_k", [(128, 7168, 2048, "nn", 1), (112, 4096, 4096, "tn", 2),
+                                                     (80, 7168, 1040, "nn", 1)])
+def test_fp8_gemm_narrow_relayout(m, n, k, layout, cluster_k):
+    """The heuristic's own pick at 64 < M <= 128: B relaid out in 128x64 tiles, K split
+    over a CTA pair where the tiles would leave half the SMs idle (partial M and K)."""
+    cfg = jaxgemm.fp8_gemm_config(m, n, k, layout=layout, num_sms=132)
+    assert (cfg["relayout"], cfg["block_m"], cfg["block_n"], cfg["cluster_k"]) == (1, 128, 64, cluster_k), cfg
+    a, b = _fp8_operands(m, n, k, layout, seed=12)
+    c = _c(m, n, jnp.float32, seed=m)
+    ref = _reference(reference.fp8_gemm, *a, *b, layout, c, jnp.float64)
+    _poison((m, n), jnp.float32)
+    f = getattr(jaxgemm, f"fp8_gemm_{layout}")
+    out = jax.jit(lambda a, b, c: f(a, b, c, out_dtype=jnp.float32))(a, b, c)
+    _check(out, ref, jnp.float32, 1e-3, rel=1e-2)
+
+
 _F8_PRODUCERS = re.compile(r"= f8e4m3fn\[[^\]]*\](?:\{[^}]*\})? ([a-z][a-z0-9-]*)\(")
 
 
