@@ -14,6 +14,10 @@ from jaxgemm import bench
 CANDIDATES = [None, {"block_m": 128, "block_n": 64}, {"block_m": 128, "block_n": 64, "cluster_k": 2},
               {"block_m": 128, "block_n": 64, "cluster_k": 4}, {"block_m": 128, "block_n": 32},
               {"block_m": 128, "block_n": 32, "cluster_k": 2}, {"block_m": 64, "block_n": 48}]
+# At M <= 64 one 64-row tile covers M.
+CANDIDATES_64 = [None, {"block_m": 64, "block_n": 64}, {"block_m": 64, "block_n": 64, "cluster_k": 2},
+                 {"block_m": 64, "block_n": 64, "k_split": 2}, {"block_m": 64, "block_n": 32, "k_split": 2},
+                 {"block_m": 64, "block_n": 32, "cluster_k": 2}, {"block_m": 64, "block_n": 112}]
 
 
 def main():
@@ -28,7 +32,7 @@ def main():
         nt = jax.jit(lambda a, b: [jaxgemm.fp8_gemm_nt(x, y) for x, y in zip(a, b)])
         t, _ = bench._time_fn(nt, (a, b))
         row.append(f"nt {flops / t / 1e12:.0f}")
-        for cand in CANDIDATES:
+        for cand in CANDIDATES_64 if m <= 64 else CANDIDATES:
             cfg = dict(cand or {}, relayout=1)
             try:
                 f = jax.jit(lambda a, b, cfg=cfg: [jaxgemm.fp8_gemm_nn(x, y, config=cfg) for x, y in zip(a, b)])
@@ -36,7 +40,8 @@ def main():
                 v = f"{flops / t / 1e12:.0f}"
             except Exception as e:  # noqa: BLE001 - a config the kernel rejects
                 v = f"error ({str(e).splitlines()[0][:60]})"
-            name = "heur" if cand is None else f"{cand['block_m']}x{cand['block_n']}k{cand.get('cluster_k', 1)}"
+            name = "heur" if cand is None else \
+                f"{cand['block_m']}x{cand['block_n']}k{cand.get('cluster_k', 1)}s{cand.get('k_split', 1)}"
             row.append(f"{name} {v}")
         del a, b, b_kn
         print(f"M={m} N={n} K={k}: " + " ".join(row), flush=True)

@@ -30,18 +30,22 @@ inline int fp8_gemm_raw_bytes(int block_m, int block_n, const GemmKind& kind) {
 // The fewest K blocks for which the heuristic splits K over a cluster (each CTA keeps 16).
 constexpr int kClusterKMinKBlocks = 32;
 
-// B transposed in the kernel at 64 < M <= 128, where one 128-row tile covers M: 128x64
-// tiles transpose each B tile once per K block (64-row tiles transpose it once per
-// row block), and the transposer, which binds there, keeps near NT's time per K block.
-// H100, M = 128, nn TFLOPS (scripts/relayout_sweep.py, session 10): 7168x16384
-// 213 -> 282, 4096x7168 (cluster_k = 2) 182 -> 272, 7168x2048 177 -> 215, each ahead of
-// the transpose first (208, 228, 196). Used where that grid, with K split over a CTA
-// pair if it would leave half the SMs idle, fills 3/4 of the SMs: with fewer tiles
-// (2112x7168: 145) the transpose first wins, with more than a wave (24576x1536: 289
-// against 406) the wider tiles below. Returns the cluster_k, or 0 where not used.
+// B transposed in the kernel at M <= 128, where one row of tiles covers M (128 rows;
+// 64 at M <= 64): narrow tiles, 64 columns, transpose each B tile once per K block
+// (64-row tiles at M = 128 transposed it once per row block) and keep the transposer,
+// which binds there, near NT's time per K block. H100, nn TFLOPS
+// (scripts/relayout_sweep.py, session 10), against the transpose first:
+//   M = 128, 128x64: 7168x16384 282 (208), 4096x7168 with cluster_k = 2 272 (228),
+//     7168x2048 215 (196);
+//   M = 64, 64x64: 7168x16384 162 (108), 4096x7168 with cluster_k = 2 155 (117),
+//     7168x2048 with k_split = 2 127 (113).
+// Used where that grid, with K split over a CTA pair if it would leave half the SMs
+// idle, fills 3/4 of the SMs: with fewer tiles (2112x7168, 66 CTAs: 145 and 82 against
+// 187 and 85) the transpose first wins; with more than a wave (24576x1536: 289
+// against 406 at M = 128), the wider tiles below. Returns the cluster_k, or 0.
 constexpr int kNarrowRelayoutBlockN = 64;
 inline int fp8_gemm_narrow_relayout_cluster_k(int64_t m, int64_t n, int64_t k, int64_t batches, int num_sms) {
-  if (m <= 64 || m > 128) return 0;  // (at M <= 64 a 64-row tile covers M: the rules below)
+  if (m > 128) return 0;
   const int64_t tiles = batches * ceil_div(n, kNarrowRelayoutBlockN);
   const int cluster_k = tiles * 2 <= num_sms && ceil_div(k, 128) >= kClusterKMinKBlocks ? 2 : 1;
   return tiles * cluster_k <= num_sms && 4 * tiles * cluster_k >= 3 * int64_t(num_sms) ? cluster_k : 0;
@@ -156,8 +160,10 @@ inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_
   if (const int cluster_k = fp8_gemm_narrow_relayout_cluster_k(m, n, k, batches, num_sms);
       kind.b_mn_major && !kind.a_mn_major && cluster_k > 0) {
     const int64_t tiles = batches * ceil_div(n, kNarrowRelayoutBlockN) * cluster_k;
-    GemmConfig c = candidate(kind, 128, kNarrowRelayoutBlockN, 1, 0, num_sms, tiles);
+    GemmConfig c = candidate(kind, m <= 64 ? 64 : 128, kNarrowRelayoutBlockN, 1, 0, num_sms, tiles);
     c.cluster_k = cluster_k;
+    // 64-row tiles without a cluster run K on two warpgroups (as below; measured so).
+    c.k_split = c.block_m == 64 && cluster_k == 1 ? 2 : 1;
     c.store_n = store_width(c.out_block_n(), kind.out_bytes);
     deepen_fp8_gemm(c, smem_capacity);
     return c;
