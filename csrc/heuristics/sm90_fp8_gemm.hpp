@@ -162,8 +162,9 @@ inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_
     const int64_t tiles = batches * ceil_div(n, kNarrowRelayoutBlockN) * cluster_k;
     GemmConfig c = candidate(kind, m <= 64 ? 64 : 128, kNarrowRelayoutBlockN, 1, 0, num_sms, tiles);
     c.cluster_k = cluster_k;
-    // 64-row tiles without a cluster run K on two warpgroups (as below; measured so).
-    c.k_split = c.block_m == 64 && cluster_k == 1 ? 2 : 1;
+    // 64-row tiles without a cluster run K on two warpgroups (measured so; not 1D1D,
+    // as below).
+    c.k_split = c.block_m == 64 && cluster_k == 1 && !kind.sfb_per_row ? 2 : 1;
     c.store_n = store_width(c.out_block_n(), kind.out_bytes);
     deepen_fp8_gemm(c, smem_capacity);
     return c;
