@@ -1,7 +1,8 @@
 """FP8 layouts with the relayout in the kernel (relayout=1, "fused"), against
 jaxgemm's transpose kernel first (relayout=0, "tb") and XLA's transposes first
-(relayout=0 with JAXGEMM_XLA_TRANSPOSE=1, "xla"), beside NT, over the DeepSeek-V3 shapes (a development aid; the
-benchmark of record is `python -m jaxgemm.bench`, whose method and helpers this uses).
+(relayout=0 with JAXGEMM_XLA_TRANSPOSE=1, "xla"), beside NT, over the DeepSeek-V3
+shapes (a development aid; the benchmark of record is `python -m jaxgemm.bench`, whose
+method and helpers this uses).
 
     python scripts/relayout_perf.py [M ...]     (default 128 4096)
 """
