@@ -149,7 +149,7 @@ def _kind(spec: GemmSpec) -> dict:
                 c_bytes=c_bytes)
 
 
-def _pin_relayout(spec: GemmSpec, cfg: dict, overrides: dict, m: int, n: int, op_name: str):
+def _pin_relayout(spec: GemmSpec, cfg: dict, overrides: dict, op_name: str):
     """Checks a pinned `relayout`, and drops the heuristic's relayout where a pinned
     multicast rules it out (an operand the kernel transposes is never multicast)."""
     stored = (spec.a_stored_mn_major, spec.b_stored_mn_major)
@@ -160,7 +160,9 @@ def _pin_relayout(spec: GemmSpec, cfg: dict, overrides: dict, m: int, n: int, op
         if overrides["relayout"] and not any(stored):
             raise ValueError(f"{op_name}: config relayout=1 needs an operand stored MN-major "
                              "(layouts nn, tn, tt)")
-        if overrides["relayout"] and ((stored[0] and m % 16) or (stored[1] and n % 16)):
+        # The heuristic (C++) leaves an operand K-major where TMA cannot read its rows.
+        if overrides["relayout"] and ((stored[0] and not cfg["a_mn_major"]) or
+                                      (stored[1] and not cfg["b_mn_major"])):
             raise ValueError(f"{op_name}: config relayout=1 needs M (A stored [K, M]) and N (B "
                              "stored [K, N]) multiples of 16: TMA reads 16-byte rows")
     if spec.op != "fp8":
@@ -203,7 +205,7 @@ def gemm_config(spec: GemmSpec, m: int, n: int, k: int, batches: int = 1, *,
     if not overrides:
         return cfg
     cfg.update(overrides)
-    _pin_relayout(spec, cfg, overrides, m, n, op_name)
+    _pin_relayout(spec, cfg, overrides, op_name)
     if set(overrides) <= set(_LOWERING_KEYS):
         return cfg  # the heuristic's tiles, as it picked them for this relayout
     if spec.op == "bf16" and spec.b_mn_major and cfg["block_n"] % (64 * cfg.get("cluster_m", 1)):
