@@ -49,7 +49,7 @@ ffi::Error TransposeBytesExecute(CUstream stream, KernelState* state, ffi::AnyBu
   unsigned grid = 0;
   if (!TransposeBytes::make_params(in.untyped_data(), out->untyped_data(), id[0], id[1], id[2], &params, &grid))
     return ffi::Error::InvalidArgument("jaxgemm transpose_bytes: too large for one launch");
-  jit::LaunchShape shape{grid, static_cast<unsigned>(TransposeBytes::kThreads), 1};
+  jit::LaunchShape shape{grid, static_cast<unsigned>(kTransposeThreads), 1};
   if (CUresult r = jit::launch(*state->kernel, shape, stream, params); r != CUDA_SUCCESS)
     return ffi::Error::Internal("jaxgemm transpose_bytes: launch failed: " + std::to_string(int(r)));
   return ffi::Error::Success();

@@ -62,11 +62,11 @@ inline int fp8_gemm_narrow_relayout_cluster_k(int64_t m, int64_t n, int64_t k, i
 // 413 / 267 / 178 TFLOPS against 220 / 203 / 196; A, 0.64 of NT against 0.96, never).
 // `relayout` 0 or 1 pins it (1: every operand stored MN-major whose rows TMA can read).
 constexpr int64_t kRelayoutMaxM = 256, kRelayoutMaxK = 2048;
-inline GemmKind fp8_gemm_relayout_kind(GemmKind stored, int64_t m, int64_t n, int64_t k, int64_t batches,
-                                       int num_sms, int relayout = -1) {
+// `narrow_fits`: the narrow tiles above fill the SMs.
+inline GemmKind fp8_gemm_relayout_kind(GemmKind stored, int64_t m, int64_t n, int64_t k, bool narrow_fits,
+                                       int relayout = -1) {
   const bool a_ok = stored.a_mn_major && m % 16 == 0, b_ok = stored.b_mn_major && n % 16 == 0;
-  const bool b_pays = (m <= kRelayoutMaxM && k <= kRelayoutMaxK) ||
-                      fp8_gemm_narrow_relayout_cluster_k(m, n, k, batches, num_sms) > 0;
+  const bool b_pays = (m <= kRelayoutMaxM && k <= kRelayoutMaxK) || narrow_fits;
   stored.a_mn_major = relayout == 1 && a_ok;
   stored.b_mn_major = relayout == 1 ? b_ok : relayout < 0 && b_ok && b_pays;
   return stored;
@@ -155,10 +155,11 @@ inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_
                                          int relayout = -1) {
   if (m <= 0 || n <= 0 || k <= 0 || batches <= 0 || num_sms <= 0)
     throw std::invalid_argument("select_fp8_gemm_config: sizes must be positive");
-  const GemmKind kind = fp8_gemm_relayout_kind(stored, m, n, k, batches, num_sms, relayout);
+  const int narrow_cluster_k = fp8_gemm_narrow_relayout_cluster_k(m, n, k, batches, num_sms);
+  const GemmKind kind = fp8_gemm_relayout_kind(stored, m, n, k, narrow_cluster_k > 0, relayout);
   const int num_k_blocks = ceil_div(k, 128);
-  if (const int cluster_k = fp8_gemm_narrow_relayout_cluster_k(m, n, k, batches, num_sms);
-      kind.b_mn_major && !kind.a_mn_major && cluster_k > 0) {
+  if (kind.b_mn_major && !kind.a_mn_major && narrow_cluster_k > 0) {
+    const int cluster_k = narrow_cluster_k;
     const int64_t tiles = batches * ceil_div(n, kNarrowRelayoutBlockN) * cluster_k;
     GemmConfig c = candidate(kind, m <= 64 ? 64 : 128, kNarrowRelayoutBlockN, 1, 0, num_sms, tiles);
     c.cluster_k = cluster_k;

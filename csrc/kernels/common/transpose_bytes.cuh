@@ -17,9 +17,6 @@
 
 namespace jaxgemm {
 
-constexpr int kTransposeTile = 128;      // bytes either way
-constexpr int kTransposeThreads = 256;
-
 // x_i holds bytes (i, 0..3) of a 4x4 byte block; afterwards x_j holds bytes (0..3, j).
 __device__ __forceinline__ void transpose_4x4_bytes(unsigned& x0, unsigned& x1, unsigned& x2, unsigned& x3) {
   const unsigned t0 = __byte_perm(x0, x1, 0x5140), t1 = __byte_perm(x0, x1, 0x7362);

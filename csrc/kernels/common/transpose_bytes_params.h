@@ -4,6 +4,9 @@
 
 namespace jaxgemm {
 
+constexpr int kTransposeTile = 128;     // bytes either way, one tile per CTA
+constexpr int kTransposeThreads = 256;
+
 struct TransposeBytesParams {
   const void* in;            // [L, rows, cols] of 1-byte elements, row-major
   void* out;                 // [L, cols, rows]
