@@ -2,8 +2,12 @@
 the heuristic's pick, at one M over the DeepSeek-V3 shapes (a development aid for the
 relayout heuristic; the benchmark's timing method).
 
-    python scripts/relayout_sweep.py [M]     (default 128)
+    python scripts/relayout_sweep.py [M]          (default 128)
+    python scripts/relayout_sweep.py M stages     the heuristic's tiles, pipeline stages 3..7
+    python scripts/relayout_sweep.py M '[{"layout": "nt", "block_n": 64}, {...}]' [NxK,...]
+        these configs (layout nn with relayout=1 unless given), on these shapes
 """
+import json
 import sys
 
 import jax
@@ -22,8 +26,12 @@ CANDIDATES_64 = [None, {"block_m": 64, "block_n": 64}, {"block_m": 64, "block_n"
 
 def main():
     m = int(sys.argv[1]) if len(sys.argv) > 1 else 128
+    stages_mode = len(sys.argv) > 2 and sys.argv[2] == "stages"
+    given = json.loads(sys.argv[2]) if len(sys.argv) > 2 and not stages_mode else None
+    shapes = [tuple(map(int, s.split("x"))) for s in sys.argv[3].split(",")] if len(sys.argv) > 3 \
+        else bench.DEEPSEEK_V3_NK
     key = jax.random.PRNGKey(0)
-    for n, k in bench.DEEPSEEK_V3_NK:
+    for n, k in shapes:
         sets = bench._num_sets(bench._fp8_bytes(m, n, k))
         flops = 2.0 * m * n * k * sets
         a, b = map(list, zip(*(bench._gen_fp8(s, m, n, k, False) for s in bench._set_keys(key, 1, sets))))
@@ -32,16 +40,26 @@ def main():
         nt = jax.jit(lambda a, b: [jaxgemm.fp8_gemm_nt(x, y) for x, y in zip(a, b)])
         t, _ = bench._time_fn(nt, (a, b))
         row.append(f"nt {flops / t / 1e12:.0f}")
-        for cand in CANDIDATES_64 if m <= 64 else CANDIDATES:
-            cfg = dict(cand or {}, relayout=1)
+        if stages_mode:
+            heur = jaxgemm.fp8_gemm_config(m, n, k, layout="nn")
+            pinned = {key: heur[key] for key in ("block_m", "block_n", "cluster_k", "k_split")}
+            cands = [dict(pinned, num_stages=s) for s in (3, 4, 5, 6, 7)]
+        elif given is not None:
+            cands = given
+        else:
+            cands = CANDIDATES_64 if m <= 64 else CANDIDATES
+        for cand in cands:
+            cand = dict(cand or {})
+            layout = cand.pop("layout", "nn")
+            cfg = dict(cand, relayout=1) if layout == "nn" else cand
+            op = getattr(jaxgemm, f"fp8_gemm_{layout}")
             try:
-                f = jax.jit(lambda a, b, cfg=cfg: [jaxgemm.fp8_gemm_nn(x, y, config=cfg) for x, y in zip(a, b)])
-                t, _ = bench._time_fn(f, (a, b_kn))
+                f = jax.jit(lambda a, b, cfg=cfg, op=op: [op(x, y, config=cfg) for x, y in zip(a, b)])
+                t, _ = bench._time_fn(f, (a, b_kn if layout == "nn" else b))
                 v = f"{flops / t / 1e12:.0f}"
             except Exception as e:  # noqa: BLE001 - a config the kernel rejects
                 v = f"error ({str(e).splitlines()[0][:60]})"
-            name = "heur" if cand is None else \
-                f"{cand['block_m']}x{cand['block_n']}k{cand.get('cluster_k', 1)}s{cand.get('k_split', 1)}"
+            name = "heur" if not cand else layout + " " + ",".join(f"{k}={v}" for k, v in cand.items())
             row.append(f"{name} {v}")
         del a, b, b_kn
         print(f"M={m} N={n} K={k}: " + " ".join(row), flush=True)

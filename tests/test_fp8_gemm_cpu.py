@@ -985,15 +985,17 @@ class TestFp8Relayout:
         assert pick(128, 24576, 1536, "nt")["relayout"] == 0
 
     def test_heuristic_relayouts_b_in_narrow_tiles_that_fill_the_sms(self):
-        """At M <= 128, B relaid out in one row of 64-column tiles (each B tile
-        transposed once) where that grid, with K split over a CTA pair if half the SMs
-        would idle, fills 3/4 of them, whatever K; at M <= 64 the tiles are 64 rows
-        tall, K split over two warpgroups where there is no cluster."""
+        """At M <= 128, B relaid out in one row of 128-column tiles, else 64 (each B
+        tile transposed once), where that grid, with K split over a CTA pair if need
+        be, fills 3/4 of the SMs in one wave, whatever K; at M <= 64 the tiles are 64
+        rows tall and 64 wide, K split over two warpgroups where there is no cluster."""
         pick = lambda m, n, k: jaxgemm.fp8_gemm_config(m, n, k, layout="nn", num_sms=132)  # noqa: E731
-        for (m, n, k), (cluster_k, ctas) in {(128, 7168, 16384): (1, 112), (128, 7168, 2048): (1, 112),
-                                             (96, 7168, 7168): (1, 112), (128, 4096, 7168): (2, 128)}.items():
+        for (m, n, k), (block_n, cluster_k, ctas) in {
+                (128, 7168, 16384): (128, 2, 112), (128, 7168, 2048): (128, 2, 112), (96, 7168, 7168): (128, 2, 112),
+                (128, 7168, 1040): (64, 1, 112),  # 9 K blocks: too few to split
+                (128, 4096, 7168): (64, 2, 128)}.items():
             cfg = pick(m, n, k)
-            assert (cfg["relayout"], cfg["b_mn_major"], cfg["block_m"], cfg["block_n"]) == (1, 1, 128, 64), cfg
+            assert (cfg["relayout"], cfg["b_mn_major"], cfg["block_m"], cfg["block_n"]) == (1, 1, 128, block_n), cfg
             assert (cfg["cluster_k"], cfg["num_sms"], cfg["k_split"]) == (cluster_k, ctas, 1), cfg
             assert cfg["smem_bytes"] <= 232448
         assert pick(128, 2112, 7168)["relayout"] == 0   # 66 CTAs: half the SMs

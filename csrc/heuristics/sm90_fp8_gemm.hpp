@@ -31,24 +31,37 @@ inline int fp8_gemm_raw_bytes(int block_m, int block_n, const GemmKind& kind) {
 constexpr int kClusterKMinKBlocks = 32;
 
 // B transposed in the kernel at M <= 128, where one row of tiles covers M (128 rows;
-// 64 at M <= 64): narrow tiles, 64 columns, transpose each B tile once per K block
-// (64-row tiles at M = 128 transposed it once per row block) and keep the transposer,
-// which binds there, near NT's time per K block. H100, nn TFLOPS
-// (scripts/relayout_sweep.py, session 10), against the transpose first:
-//   M = 128, 128x64: 7168x16384 282 (208), 4096x7168 with cluster_k = 2 272 (228),
-//     7168x2048 215 (196);
-//   M = 64, 64x64: 7168x16384 162 (108), 4096x7168 with cluster_k = 2 155 (117),
-//     7168x2048 with k_split = 2 127 (113).
-// Used where that grid, with K split over a CTA pair if it would leave half the SMs
-// idle, fills 3/4 of the SMs: with fewer tiles (2112x7168, 66 CTAs: 145 and 82 against
-// 187 and 85) the transpose first wins; with more than a wave (24576x1536: 289
-// against 406 at M = 128), the wider tiles below. Returns the cluster_k, or 0.
-constexpr int kNarrowRelayoutBlockN = 64;
-inline int fp8_gemm_narrow_relayout_cluster_k(int64_t m, int64_t n, int64_t k, int64_t batches, int num_sms) {
-  if (m > 128) return 0;
-  const int64_t tiles = batches * ceil_div(n, kNarrowRelayoutBlockN);
-  const int cluster_k = tiles * 2 <= num_sms && ceil_div(k, 128) >= kClusterKMinKBlocks ? 2 : 1;
-  return tiles * cluster_k <= num_sms && 4 * tiles * cluster_k >= 3 * int64_t(num_sms) ? cluster_k : 0;
+// 64 at M <= 64): each B tile is transposed once per K block (64-row tiles at M = 128
+// transposed it once per row block), and the transposer, which binds there, stays
+// near NT's time per K block. The widest tiles whose grid, with K split over a CTA
+// pair if need be, fills 3/4 of the SMs without a second wave: 128 columns (whole
+// 128-byte rows for TMA and the transposer), else 64. H100, nn TFLOPS
+// (scripts/relayout_sweep.py, session 11), beside NT and the transpose first:
+//   M = 128: 7168x16384 at 128x128, cluster_k = 2: 495 (128x64: 345; nt 600, tb 208);
+//     4096x7168 at 128x64, cluster_k = 2: 294 (nt 390-430, tb 228); 7168x2048 at
+//     128x128, cluster_k = 2: 242-247 (128x64: 198-236; nt 290-360, tb 196);
+//   M = 64 (session 10), 64x64: 7168x16384 162 (tb 108), 4096x7168 with cluster_k = 2
+//     155 (tb 117), 7168x2048 with k_split = 2 127 (tb 113).
+// With fewer tiles (2112x7168, 66 CTAs of 64 columns with cluster_k = 2: 163 against
+// 189) the transpose first wins; with more than a wave (24576x1536: 306 against 434 at
+// M = 128), the wider tiles below.
+struct NarrowRelayout {
+  int block_n = 0;  // 0: no such grid
+  int cluster_k = 1;
+};
+inline NarrowRelayout fp8_gemm_narrow_relayout(int64_t m, int64_t n, int64_t k, int64_t batches, int num_sms) {
+  if (m > 128) return {};
+  const int64_t k_blocks = ceil_div(k, 128);
+  for (int block_n : {128, 64}) {
+    if (block_n == 128 && m <= 64) continue;  // measured at 64 columns only
+    for (int cluster_k : {1, 2}) {
+      // Each CTA of a pair keeps 8 K blocks at 128 columns (measured), 16 at 64.
+      if (cluster_k == 2 && k_blocks < (block_n == 128 ? 16 : kClusterKMinKBlocks)) continue;
+      const int64_t ctas = batches * ceil_div(n, block_n) * cluster_k;
+      if (ctas <= num_sms && 4 * ctas >= 3 * int64_t(num_sms)) return {block_n, cluster_k};
+    }
+  }
+  return {};
 }
 
 // Whether the kernel transposes an operand stored MN-major (`stored`'s flags) in
@@ -85,12 +98,12 @@ constexpr int kMinRawStages = 2, kMaxRawStages = 8;
 // Shared memory outside the stages and the output staging: with k_split = 2, the FP32
 // sums the second warpgroup hands to the first; with cluster_k > 1, the other CTAs'
 // FP32 partials of this CTA's column slice and the reduction's two barriers; the raw
-// stages and their barriers.
+// stages and their two barriers each.
 inline int fp8_gemm_fixed_bytes(int block_m, int block_n, int k_split, int cluster_k, int raw_stages = 0,
                                 int raw_bytes = 0) {
   return (k_split > 1 ? 64 * block_n * 4 : 0) +
          (cluster_k > 1 ? (cluster_k - 1) * block_m * (block_n / cluster_k) * 4 + 16 : 0) +
-         raw_stages * (raw_bytes + 8);
+         raw_stages * (raw_bytes + 16);
 }
 
 // The shared memory a config needs; mirrors Fp8GemmLayout in the kernel (with
@@ -155,17 +168,16 @@ inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_
                                          int relayout = -1) {
   if (m <= 0 || n <= 0 || k <= 0 || batches <= 0 || num_sms <= 0)
     throw std::invalid_argument("select_fp8_gemm_config: sizes must be positive");
-  const int narrow_cluster_k = fp8_gemm_narrow_relayout_cluster_k(m, n, k, batches, num_sms);
-  const GemmKind kind = fp8_gemm_relayout_kind(stored, m, n, k, narrow_cluster_k > 0, relayout);
+  const NarrowRelayout narrow = fp8_gemm_narrow_relayout(m, n, k, batches, num_sms);
+  const GemmKind kind = fp8_gemm_relayout_kind(stored, m, n, k, narrow.block_n > 0, relayout);
   const int num_k_blocks = ceil_div(k, 128);
-  if (kind.b_mn_major && !kind.a_mn_major && narrow_cluster_k > 0) {
-    const int cluster_k = narrow_cluster_k;
-    const int64_t tiles = batches * ceil_div(n, kNarrowRelayoutBlockN) * cluster_k;
-    GemmConfig c = candidate(kind, m <= 64 ? 64 : 128, kNarrowRelayoutBlockN, 1, 0, num_sms, tiles);
-    c.cluster_k = cluster_k;
+  if (kind.b_mn_major && !kind.a_mn_major && narrow.block_n > 0) {
+    const int64_t ctas = batches * ceil_div(n, narrow.block_n) * narrow.cluster_k;
+    GemmConfig c = candidate(kind, m <= 64 ? 64 : 128, narrow.block_n, 1, 0, num_sms, ctas);
+    c.cluster_k = narrow.cluster_k;
     // 64-row tiles without a cluster run K on two warpgroups (measured so; not 1D1D,
     // as below).
-    c.k_split = c.block_m == 64 && cluster_k == 1 && !kind.sfb_per_row ? 2 : 1;
+    c.k_split = c.block_m == 64 && c.cluster_k == 1 && !kind.sfb_per_row ? 2 : 1;
     c.store_n = store_width(c.out_block_n(), kind.out_bytes);
     deepen_fp8_gemm(c, smem_capacity);
     return c;

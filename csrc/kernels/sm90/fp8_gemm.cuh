@@ -62,11 +62,11 @@
 // whole A panel. A CTA then frees a stage only when both CTAs' math warps have
 // released it, so "empty" counts the arrivals of both.
 //
-// A_MN / B_MN: the operand is stored MN-major ([L, K, M] / [Lb, K, N]). The
-// producer's warps 2 and 3 load each of its K blocks as it is into a ring of NUM_RAW
-// raw stages and transpose it into the pipeline stage, in the K-major
+// A_MN / B_MN: the operand is stored MN-major ([L, K, M] / [Lb, K, N]). The TMA
+// thread loads each of its K blocks as it is into a ring of NUM_RAW raw stages, and
+// the producer's warps 1 to 3 transpose it into the pipeline stage, in the K-major
 // 128B-swizzled layout the WGMMAs read (common/sm90_fp8_relayout.cuh); "full" then
-// counts their arrival too. Such an operand is never multicast.
+// counts their arrivals too. Such an operand is never multicast.
 #pragma once
 
 #include <cutlass/arch/reg_reconfig.h>
@@ -235,8 +235,8 @@ struct Fp8GemmLayout {
   // CLUSTER_K: the other CTAs' FP32 partials of this CTA's column slice (sm90_cluster_reduce.cuh).
   static constexpr unsigned SMEM_RECV = (CLUSTER_K - 1) * BLOCK_M * OUT_BLOCK_N * 4;
   // The stages' full and empty barriers, then (CLUSTER_K) the reduction's two, then
-  // the raw stages' full barriers.
-  static constexpr unsigned SMEM_BARRIERS = NUM_STAGES * 2 * 8 + (CLUSTER_K > 1 ? 16 : 0) + NUM_RAW * 8;
+  // the raw stages' full and empty barriers.
+  static constexpr unsigned SMEM_BARRIERS = NUM_STAGES * 2 * 8 + (CLUSTER_K > 1 ? 16 : 0) + NUM_RAW * 2 * 8;
   // +1024: the dynamic shared memory base is aligned up to 1024 at run time.
   static constexpr unsigned SMEM_TOTAL = 1024 + SMEM_D + SMEM_SUMS + SMEM_RECV +
                                          NUM_STAGES * (SMEM_A + SMEM_B + SMEM_SFA + SMEM_SFB) + NUM_RAW * SMEM_RAW +
@@ -297,6 +297,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   uint64_t* empty = full + NUM_STAGES;
   uint64_t* reduce_barriers = empty + NUM_STAGES;  // CLUSTER_K: received, free
   uint64_t* raw_full = reduce_barriers + (CLUSTER_K > 1 ? 2 : 0);  // RELAYOUT: a raw stage has landed
+  uint64_t* raw_empty = raw_full + NUM_RAW;                         // ... and has been transposed
 
   const unsigned warp_group = threadIdx.x / 128;
   const unsigned num_k_blocks = (p.k + BLOCK_K - 1) / BLOCK_K;
@@ -322,13 +323,17 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   if constexpr (CLUSTER_K > 1) {
     if (threadIdx.x == 0) Reduce::init_barriers(&reduce_barriers[0], &reduce_barriers[1]);
   }
+  constexpr unsigned kRelayoutWarps = 3;  // producer warps 1 to 3
   if constexpr (RELAYOUT) {
     if (threadIdx.x == 0)
-      for (unsigned r = 0; r < NUM_RAW; ++r) Barrier::init(&raw_full[r], 1);
+      for (unsigned r = 0; r < NUM_RAW; ++r) {
+        Barrier::init(&raw_full[r], 1);
+        Barrier::init(&raw_empty[r], kRelayoutWarps);
+      }
   }
   // A stage is filled by the TMA thread, the 32 scale-copying threads and (RELAYOUT)
-  // one arrival for the relayout warps, and read by one K slice's warpgroups.
-  init_pipeline<NUM_STAGES, CLUSTER, ROW_WG, 32 + (RELAYOUT ? 1 : 0)>(full, empty);
+  // each relayout warp, and read by one K slice's warpgroups.
+  init_pipeline<NUM_STAGES, CLUSTER, ROW_WG, 32 + (RELAYOUT ? kRelayoutWarps : 0)>(full, empty);
   if constexpr (CLUSTER_K > 1) cluster_sync();  // the peers' reduction barriers are initialised
 
   if (warp_group == NUM_MATH_WG) {
@@ -336,9 +341,32 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
     if constexpr (NUM_MATH_WG > 1) cutlass::arch::warpgroup_reg_dealloc<kProducerRegs>();
     if (threadIdx.x == NUM_MATH_THREADS) {
       // What TMA delivers per stage (the B scales' padding is never written; an
-      // MN-major operand arrives in a raw stage, loaded by the relayout warps).
+      // MN-major operand arrives in a raw stage).
       constexpr unsigned STAGE_BYTES =
           (A_MN ? 0 : Layout::SMEM_A) + (B_MN ? 0 : Layout::SMEM_B) + (SFB_PER_ROW ? BLOCK_N * 4 : 0);
+      // RELAYOUT: the MN-major operands' K blocks, NUM_RAW ahead of the relayout warps:
+      // the raw stage of K block `it` is reloaded once they are done with it. Loaded
+      // here, not by the relayout warps, whose time per K block is what binds (a TMA
+      // issue cost them ~600 clocks a K block, H100, session 11).
+      unsigned load_tile = first_tile, load_kb = kb_begin, load_it = 0;
+      auto load_raw = [&]() {
+        if (cta_k_blocks == 0 || load_tile >= sched.num_tiles) return;
+        const unsigned r = load_it % NUM_RAW;
+        unsigned l, m_block, n_block;
+        sched.get(load_tile, rank, l, m_block, n_block);
+        const int k0 = static_cast<int>(load_kb * BLOCK_K);
+        uint8_t* raw = smem_raw_stages + r * Layout::SMEM_RAW;
+        Barrier::arrive_and_expect_tx(&raw_full[r], Layout::SMEM_RAW);
+        if constexpr (A_MN)
+          tma_load_3d(&p.tma_a, &raw_full[r], raw, static_cast<int>(m_block * BLOCK_M), k0, static_cast<int>(l));
+        if constexpr (B_MN)
+          tma_load_3d(&p.tma_b, &raw_full[r], raw + Layout::SMEM_RAW_A, static_cast<int>(n_block * BLOCK_N), k0,
+                      p.b_batched ? static_cast<int>(l) : 0);
+        ++load_it;
+        if (++load_kb == kb_end) load_kb = kb_begin, load_tile += tile_stride;
+      };
+      if constexpr (RELAYOUT)
+        for (unsigned i = 0; i < NUM_RAW; ++i) load_raw();
       unsigned it = 0;
       for (unsigned tile = first_tile; tile < sched.num_tiles; tile += tile_stride) {
         unsigned l, m_block, n_block;
@@ -372,15 +400,28 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
           // 1D1D's column scales: each CTA loads its own copy (they are small).
           if constexpr (SFB_PER_ROW)
             tma_load_3d(&p.tma_sfb, &full[s], smem_sfb + s * (Layout::SMEM_SFB / 4), n0, static_cast<int>(kb), lb);
+          // After this stage's own loads, which are needed sooner.
+          if constexpr (RELAYOUT)
+            if (it > 0) {
+              Barrier::wait(&raw_empty[(it - 1) % NUM_RAW], ((it - 1) / NUM_RAW) & 1);
+              load_raw();
+            }
         }
       }
       drain_pipeline<NUM_STAGES, CLUSTER>(empty, it);
-    } else if (threadIdx.x / 32 == NUM_MATH_THREADS / 32 + 1) {
-      // The second producer warp: each stage's A scales, BLOCK_M / 32 per lane, by
-      // cp.async (rows past M are zeros), then one arrival per lane on "full" once
-      // they land. Many stages' copies are in flight at once.
-      const unsigned lane = threadIdx.x % 32;
+    } else if (threadIdx.x / 32 == NUM_MATH_THREADS / 32 + 1 || (RELAYOUT && threadIdx.x >= NUM_MATH_THREADS + 64)) {
+      // Warp 1 copies each stage's A scales, BLOCK_M / 32 per lane, by cp.async (rows
+      // past M are zeros), then one arrival per lane on "full" once they land; many
+      // stages' copies are in flight at once. With a relayout, warps 1 to 3 then
+      // transpose their share of the stage's raw K block into it (warp 1 the smallest
+      // share), and each arrives on "full" and on the raw stage's "empty" (the TMA
+      // thread reloads it).
+      const unsigned warp = threadIdx.x / 32 - NUM_MATH_THREADS / 32, lane = threadIdx.x % 32;
+      const unsigned relayout_warp = warp == 1 ? kRelayoutWarps - 1 : warp - 2;
+      const KBlockRelayout<BLOCK_M, kRelayoutWarps> relayout_a(relayout_warp, lane);
+      const KBlockRelayout<BLOCK_N, kRelayoutWarps> relayout_b(relayout_warp, lane);
       const uint32_t sfa_smem0 = smem_addr(smem_sfa) + lane * 4;
+      const uint32_t raw0 = smem_addr(smem_raw_stages);
       unsigned it = 0;
       for (unsigned tile = first_tile; tile < sched.num_tiles; tile += tile_stride) {
         unsigned l, m_block, n_block;
@@ -389,64 +430,30 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
         for (unsigned kb = kb_begin; kb < kb_end; ++kb, ++it) {
           const unsigned s = it % NUM_STAGES;
           Barrier::wait(&empty[s], ((it / NUM_STAGES) & 1) ^ 1);
+          if (warp == 1) {
 #pragma unroll
-          for (unsigned i = 0; i < BLOCK_M / 32; ++i) {
-            const unsigned row = m_block * BLOCK_M + i * 32 + lane;
-            const unsigned safe_row = row < p.m ? row : 0;
-            cp_async_4(sfa_smem0 + (s * BLOCK_M + i * 32) * 4,
-                       sfa_l + size_t(safe_row) * p.sfa_row_stride + size_t(kb) * p.sfa_kb_stride, row < p.m);
+            for (unsigned i = 0; i < BLOCK_M / 32; ++i) {
+              const unsigned row = m_block * BLOCK_M + i * 32 + lane;
+              const unsigned safe_row = row < p.m ? row : 0;
+              cp_async_4(sfa_smem0 + (s * BLOCK_M + i * 32) * 4,
+                         sfa_l + size_t(safe_row) * p.sfa_row_stride + size_t(kb) * p.sfa_kb_stride, row < p.m);
+            }
+            cp_async_arrive(smem_addr(&full[s]));
           }
-          cp_async_arrive(smem_addr(&full[s]));
-        }
-      }
-    } else if (RELAYOUT && threadIdx.x >= NUM_MATH_THREADS + 64) {
-      // Warps 2 and 3: the MN-major operands. Their thread 0 keeps the NUM_RAW raw
-      // stages loading ahead (behind nothing but the relayout itself, so that many K
-      // blocks are in flight from memory); all 64 transpose each raw stage into its
-      // pipeline stage once the math warps have freed it, then arrive on "full". The
-      // raw ring is the deep one: the pipeline stages only cover the relayout's time.
-      constexpr unsigned kRelayoutBarrier = 8;  // past the math warps' named barriers
-      const unsigned tid = threadIdx.x - (NUM_MATH_THREADS + 64);
-      const uint32_t raw0 = smem_addr(smem_raw_stages);
-      // The K block that raw stage `load_it % NUM_RAW` is loaded with next.
-      unsigned load_tile = first_tile, load_kb = kb_begin, load_it = 0;
-      auto load_raw = [&]() {
-        if (cta_k_blocks == 0 || load_tile >= sched.num_tiles) return;
-        const unsigned r = load_it % NUM_RAW;
-        unsigned l, m_block, n_block;
-        sched.get(load_tile, rank, l, m_block, n_block);
-        const int k0 = static_cast<int>(load_kb * BLOCK_K);
-        uint8_t* raw = smem_raw_stages + r * Layout::SMEM_RAW;
-        Barrier::arrive_and_expect_tx(&raw_full[r], Layout::SMEM_RAW);
-        if constexpr (A_MN)
-          tma_load_3d(&p.tma_a, &raw_full[r], raw, static_cast<int>(m_block * BLOCK_M), k0, static_cast<int>(l));
-        if constexpr (B_MN)
-          tma_load_3d(&p.tma_b, &raw_full[r], raw + Layout::SMEM_RAW_A, static_cast<int>(n_block * BLOCK_N), k0,
-                      p.b_batched ? static_cast<int>(l) : 0);
-        ++load_it;
-        if (++load_kb == kb_end) load_kb = kb_begin, load_tile += tile_stride;
-      };
-      if (tid == 0)
-        for (unsigned i = 0; i < NUM_RAW; ++i) load_raw();
-      const unsigned num_own_tiles =
-          first_tile < sched.num_tiles ? (sched.num_tiles - first_tile + tile_stride - 1) / tile_stride : 0;
-      const unsigned total = num_own_tiles * cta_k_blocks;
-      const KBlockRelayout<BLOCK_M, 2> relayout_a(tid / 32, tid % 32);
-      const KBlockRelayout<BLOCK_N, 2> relayout_b(tid / 32, tid % 32);
-      for (unsigned it = 0; it < total; ++it) {
-        const unsigned s = it % NUM_STAGES, r = it % NUM_RAW;
-        const uint32_t raw = raw0 + r * Layout::SMEM_RAW;
-        Barrier::wait(&raw_full[r], (it / NUM_RAW) & 1);
-        Barrier::wait(&empty[s], ((it / NUM_STAGES) & 1) ^ 1);
-        if constexpr (A_MN) relayout_a(raw, smem_addr(smem_a + s * Layout::SMEM_A));
-        if constexpr (B_MN) relayout_b(raw + Layout::SMEM_RAW_A, smem_addr(smem_b + s * Layout::SMEM_B));
-        // The tile's generic-proxy writes, made visible to WGMMA (async proxy); the
-        // barrier then has both warps done with the raw stage before it is reloaded.
-        fence_view_async_shared();
-        named_barrier_sync(64, kRelayoutBarrier);
-        if (tid == 0) {
-          Barrier::arrive(&full[s]);
-          load_raw();
+          if constexpr (RELAYOUT) {
+            const unsigned r = it % NUM_RAW;
+            const uint32_t raw = raw0 + r * Layout::SMEM_RAW;
+            Barrier::wait(&raw_full[r], (it / NUM_RAW) & 1);
+            if constexpr (A_MN) relayout_a(raw, smem_addr(smem_a + s * Layout::SMEM_A));
+            if constexpr (B_MN) relayout_b(raw + Layout::SMEM_RAW_A, smem_addr(smem_b + s * Layout::SMEM_B));
+            // The warp's generic-proxy writes, made visible to WGMMA (async proxy).
+            fence_view_async_shared();
+            __syncwarp();
+            if (lane == 0) {
+              Barrier::arrive(&full[s]);
+              Barrier::arrive(&raw_empty[r]);
+            }
+          }
         }
       }
     }
