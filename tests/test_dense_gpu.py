@@ -204,7 +204,8 @@ def test_fp8_gemm_relayout(layout, config, per_row_b):
 @pytest.mark.parametrize("m, n, k, layout, tile", [
     (128, 7168, 2048, "nn", (128, 128, 2, 1)), (96, 7168, 3088, "tn", (128, 128, 2, 1)),
     (112, 4096, 4096, "tn", (128, 64, 2, 1)), (80, 7168, 1040, "nn", (128, 64, 1, 1)),
-    (40, 7168, 2064, "nn", (64, 64, 1, 2)), (64, 4096, 4096, "tn", (64, 64, 2, 1))])
+    (40, 7168, 1040, "nn", (64, 64, 1, 2)), (48, 7168, 3088, "nn", (64, 128, 2, 1)),
+    (64, 4096, 4096, "tn", (64, 64, 2, 1))])
 def test_fp8_gemm_narrow_relayout(m, n, k, layout, tile):
     """The heuristic's own pick at M <= 128: B relaid out in one row of 128- or
     64-column tiles (block_m, block_n, cluster_k, k_split as `tile`), with partial M and K."""

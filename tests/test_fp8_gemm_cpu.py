@@ -988,7 +988,7 @@ class TestFp8Relayout:
         """At M <= 128, B relaid out in one row of 128-column tiles, else 64 (each B
         tile transposed once), where that grid, with K split over a CTA pair if need
         be, fills 3/4 of the SMs in one wave, whatever K; at M <= 64 the tiles are 64
-        rows tall and 64 wide, K split over two warpgroups where there is no cluster."""
+        rows tall, K split over two warpgroups where there is no cluster."""
         pick = lambda m, n, k: jaxgemm.fp8_gemm_config(m, n, k, layout="nn", num_sms=132)  # noqa: E731
         for (m, n, k), (block_n, cluster_k, ctas) in {
                 (128, 7168, 16384): (128, 2, 112), (128, 7168, 2048): (128, 2, 112), (96, 7168, 7168): (128, 2, 112),
@@ -1000,10 +1000,11 @@ class TestFp8Relayout:
             assert cfg["smem_bytes"] <= 232448
         assert pick(128, 2112, 7168)["relayout"] == 0   # 66 CTAs: half the SMs
         assert pick(128, 24576, 1536)["block_n"] > 64   # more than a wave of narrow tiles
-        for (m, n, k), (cluster_k, k_split, ctas) in {(64, 7168, 16384): (1, 2, 112), (64, 4096, 7168): (2, 1, 128),
-                                                      (1, 7168, 2048): (1, 2, 112)}.items():
+        for (m, n, k), (block_n, cluster_k, k_split, ctas) in {
+                (64, 7168, 16384): (128, 2, 1, 112), (64, 4096, 7168): (64, 2, 1, 128),
+                (1, 7168, 2048): (128, 2, 1, 112), (64, 7168, 1040): (64, 1, 2, 112)}.items():
             cfg = pick(m, n, k)
-            assert (cfg["relayout"], cfg["b_mn_major"], cfg["block_m"], cfg["block_n"]) == (1, 1, 64, 64), cfg
+            assert (cfg["relayout"], cfg["b_mn_major"], cfg["block_m"], cfg["block_n"]) == (1, 1, 64, block_n), cfg
             assert (cfg["cluster_k"], cfg["k_split"], cfg["num_sms"]) == (cluster_k, k_split, ctas), cfg
         assert pick(64, 2112, 7168)["relayout"] == 0
         assert pick(256, 7168, 16384)["relayout"] == 0

@@ -40,8 +40,9 @@ constexpr int kClusterKMinKBlocks = 32;
 //   M = 128: 7168x16384 at 128x128, cluster_k = 2: 495 (128x64: 345; nt 600, tb 208);
 //     4096x7168 at 128x64, cluster_k = 2: 294 (nt 390-430, tb 228); 7168x2048 at
 //     128x128, cluster_k = 2: 242-247 (128x64: 198-236; nt 290-360, tb 196);
-//   M = 64 (session 10), 64x64: 7168x16384 162 (tb 108), 4096x7168 with cluster_k = 2
-//     155 (tb 117), 7168x2048 with k_split = 2 127 (tb 113).
+//   M = 64: 7168x16384 at 64x128, cluster_k = 2: 284 (64x64: 162-204; nt 302, tb 108);
+//     4096x7168 at 64x64, cluster_k = 2: 155-177 (tb 117); 7168x2048 at 64x128,
+//     cluster_k = 2: 138 (64x64 with k_split = 2: 127-137; tb 113).
 // With fewer tiles (2112x7168, 66 CTAs of 64 columns with cluster_k = 2: 163 against
 // 189) the transpose first wins; with more than a wave (24576x1536: 306 against 434 at
 // M = 128), the wider tiles below.
@@ -53,7 +54,6 @@ inline NarrowRelayout fp8_gemm_narrow_relayout(int64_t m, int64_t n, int64_t k, 
   if (m > 128) return {};
   const int64_t k_blocks = ceil_div(k, 128);
   for (int block_n : {128, 64}) {
-    if (block_n == 128 && m <= 64) continue;  // measured at 64 columns only
     for (int cluster_k : {1, 2}) {
       // Each CTA of a pair keeps 8 K blocks at 128 columns (measured), 16 at 64.
       if (cluster_k == 2 && k_blocks < (block_n == 128 ? 16 : kClusterKMinKBlocks)) continue;
