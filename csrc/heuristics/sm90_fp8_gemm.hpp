@@ -68,11 +68,12 @@ inline NarrowRelayout fp8_gemm_narrow_relayout(int64_t m, int64_t n, int64_t k, 
 // shared memory; otherwise it is transposed first (jaxgemm/ops/transpose.py; the
 // returned kind is K-major there). The relayout needs TMA-readable rows (M or N a
 // multiple of 16), and it is offered only where it measured faster than the
-// transpose first: for B at small M, with short K or the narrow tiles above. Its 64
-// threads transpose at about half the rate NT's main loop consumes K blocks (H100,
-// DeepSeek-V3 shapes, scripts/relayout_perf.py, session 10: at M = 4096 NN ran at
-// 0.54 of NT against 0.94 after jaxgemm's transpose; at M = 128 NN with K <= 2048 at
-// 413 / 267 / 178 TFLOPS against 220 / 203 / 196; A, 0.64 of NT against 0.96, never).
+// transpose first: for B at small M, with short K or the narrow tiles above. Its 3
+// warps transpose slower than NT's main loop consumes K blocks at large M (H100,
+// DeepSeek-V3 shapes, scripts/relayout_perf.py, session 11: at M = 4096 NN ran at
+// 0.66 of NT against 0.95 after jaxgemm's transpose, TN 0.46 against 0.91, TT 0.81
+// against 0.98, so A never; at M = 128 NN with K <= 2048 at 435 / 265 / 248 TFLOPS
+// against 220 / 198 / 194).
 // `relayout` 0 or 1 pins it (1: every operand stored MN-major whose rows TMA can read).
 constexpr int64_t kRelayoutMaxM = 256, kRelayoutMaxK = 2048;
 // `narrow_fits`: the narrow tiles above fill the SMs.

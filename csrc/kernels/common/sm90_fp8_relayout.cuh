@@ -22,8 +22,10 @@
 // lanes' chunks land in 8 distinct 16-byte bank groups (without the rotation the
 // swizzle maps them onto 2).
 //
-// Speed (BENCHMARKS.md, session 9): about 200 clocks a step while the WGMMAs run.
-// Neither halving the instructions per step nor two steps in flight changed it.
+// Speed (clock64 in the kernel, H100, session 11, 128x128 tiles at M = 128): about 280
+// clocks a step per warp while the WGMMAs run, now what binds the relayout. Session
+// 9 found neither halving the instructions per step nor two steps in flight faster,
+// but then a TMA issue on the transposers' path bound (fp8_gemm.cuh): worth a retry.
 #pragma once
 
 #include <cstdint>
