@@ -16,8 +16,7 @@
 
 #include "../csrc/heuristics/sm90_bf16_gemm.hpp"
 #include "../csrc/heuristics/sm90_fp8_gemm.hpp"
-#include "../csrc/jit/compiler.hpp"
-#include "../csrc/jit/kernel_runtime.hpp"
+#include "../csrc/jit/build_and_load.hpp"
 #include "../csrc/launchers/sm90_bf16_gemm.hpp"
 #include "../csrc/launchers/sm90_fp8_gemm.hpp"
 
@@ -99,10 +98,9 @@ ffi::ErrorOr<std::unique_ptr<GemmState>> instantiate(GemmConfig config, bool sfa
     auto state = std::make_unique<GemmState>();
     state->config = config;
     state->sfa_mn_major = sfa_mn_major;
-    const std::string source = Launcher::generate_source(config);
-    const auto built = jit::Compiler::build(Launcher::kName, source, "90a");
-    state->kernel = &jit::KernelRuntime::load(built.cubin_path, Launcher::kSymbol, config.smem_bytes);
-    jit::KernelRuntime::preload_in_current_context(*state->kernel);
+    state->kernel =
+        jit::build_and_load(Launcher::kName, Launcher::generate_source(config), Launcher::kSymbol, config.smem_bytes)
+            .kernel;
     return state;
   } catch (const std::exception& e) {
     return ffi::Unexpected(ffi::Error::Internal(e.what()));

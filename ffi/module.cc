@@ -9,6 +9,7 @@
 
 #include "dense.h"
 #include "transpose.h"
+#include "../csrc/jit/build_and_load.hpp"
 #include "../csrc/jit/compiler.hpp"
 #include "../csrc/jit/device_runtime.hpp"
 #include "../csrc/launchers/sm90_bf16_gemm.hpp"
@@ -87,11 +88,9 @@ heuristics::GemmKind make_kind(bool sfb_per_row, bool a_mn_major, bool b_mn_majo
 // Compiles (or finds in the cache) and loads one kernel, as the instantiate stage does.
 template <class Launcher>
 std::string load_kernel(const heuristics::GemmConfig& c) {
-  auto src = Launcher::generate_source(c);
+  const std::string source = Launcher::generate_source(c);
   nb::gil_scoped_release release;
-  auto r = jit::Compiler::build(Launcher::kName, src, "90a");
-  jit::KernelRuntime::load(r.cubin_path, Launcher::kSymbol, c.smem_bytes);
-  return r.cubin_path;
+  return jit::build_and_load(Launcher::kName, source, Launcher::kSymbol, c.smem_bytes).cubin_path;
 }
 
 }  // namespace

@@ -6,7 +6,7 @@
 #include <exception>
 #include <string>
 
-#include "../csrc/jit/compiler.hpp"
+#include "../csrc/jit/build_and_load.hpp"
 #include "../csrc/launchers/transpose_bytes.hpp"
 
 namespace jaxgemm::ffi_handlers {
@@ -21,9 +21,9 @@ namespace {
 ffi::ErrorOr<std::unique_ptr<KernelState>> TransposeBytesInstantiate() {
   try {
     auto state = std::make_unique<KernelState>();
-    const auto built = jit::Compiler::build(TransposeBytes::kName, TransposeBytes::generate_source(), "90a");
-    state->kernel = &jit::KernelRuntime::load(built.cubin_path, TransposeBytes::kSymbol, 0);
-    jit::KernelRuntime::preload_in_current_context(*state->kernel);
+    state->kernel =
+        jit::build_and_load(TransposeBytes::kName, TransposeBytes::generate_source(), TransposeBytes::kSymbol, 0)
+            .kernel;
     return state;
   } catch (const std::exception& e) {
     return ffi::Unexpected(ffi::Error::Internal(e.what()));

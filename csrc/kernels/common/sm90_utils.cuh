@@ -13,8 +13,11 @@ namespace jaxgemm::sm90 {
 // rebalanced counts must add up to exactly that (an increase beyond what the
 // producer freed blocks forever).
 constexpr unsigned kProducerRegs = 56, kMathRegs = 224;
+// The FP8 kernel with a relayout: its producer warps transpose in registers.
+constexpr unsigned kRelayoutProducerRegs = 72, kRelayoutMathRegs = 216;
 
 static_assert(kProducerRegs * 128 + kMathRegs * 256 == 168 * 384, "setmaxnreg budget must balance");
+static_assert(kRelayoutProducerRegs * 128 + kRelayoutMathRegs * 256 == 168 * 384, "setmaxnreg budget must balance");
 
 // Hides how `v` was computed from ptxas, so that it stays in a register. Shared
 // addresses derived from the window base would otherwise be rebuilt (S2UR and a

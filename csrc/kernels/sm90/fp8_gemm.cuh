@@ -338,7 +338,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
 
   if (warp_group == NUM_MATH_WG) {
     // ---------------------------------------------------------------- producer
-    if constexpr (NUM_MATH_WG > 1) cutlass::arch::warpgroup_reg_dealloc<kProducerRegs>();
+    if constexpr (NUM_MATH_WG > 1) cutlass::arch::warpgroup_reg_dealloc<RELAYOUT ? kRelayoutProducerRegs : kProducerRegs>();
     if (threadIdx.x == NUM_MATH_THREADS) {
       // What TMA delivers per stage (the B scales' padding is never written; an
       // MN-major operand arrives in a raw stage).
@@ -459,7 +459,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
     }
   } else {
     // ------------------------------------------------------------------- math
-    if constexpr (NUM_MATH_WG > 1) cutlass::arch::warpgroup_reg_alloc<kMathRegs>();
+    if constexpr (NUM_MATH_WG > 1) cutlass::arch::warpgroup_reg_alloc<RELAYOUT ? kRelayoutMathRegs : kMathRegs>();
     const unsigned t = threadIdx.x % 128;
     const unsigned warp = t / 32, lane = t % 32;
     const unsigned row_wg = warp_group % ROW_WG;  // this warpgroup's 64 rows of the tile
