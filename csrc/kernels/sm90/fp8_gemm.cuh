@@ -38,7 +38,8 @@
 //     (reading them from global memory there cost ~5% at M = 4096).
 //   1D2D's B scales (one to three per K block) are read by the math threads from
 //   global memory, one K block ahead.
-// Registers are rebalanced with setmaxnreg: producer 56, math 224. The sum must
+// Registers are rebalanced with setmaxnreg: producer 56, math 224 (72 and 216 with a
+// relayout, whose producer warps transpose in registers). The sum must
 // equal what the CTA holds at entry (168 x 384): an increase waits for registers
 // that a decrease has freed, so asking for more than that hangs.
 //
@@ -259,8 +260,10 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   constexpr unsigned NUM_ACC = BLOCK_N / 2;  // f32 accumulators per thread for m64nN
   static_assert(BLOCK_M == 64 || BLOCK_M == 128, "one or two math warpgroups of 64 rows");
   static_assert(K_SPLIT == 1 || (K_SPLIT == 2 && BLOCK_M == 64), "K is split over two warpgroups at BLOCK_M = 64");
+  constexpr unsigned PRODUCER_REGS = RELAYOUT ? kRelayoutProducerRegs : kProducerRegs;
+  constexpr unsigned MATH_REGS = RELAYOUT ? kRelayoutMathRegs : kMathRegs;
   // Two accumulator sets where the registers allow: promoted, in flight and final
-  // take 3 x NUM_ACC of the 224 each math warpgroup gets (checked: no spills).
+  // take 3 x NUM_ACC of the MATH_REGS each math warpgroup gets (checked: no spills).
   constexpr bool TWO_ACC = kTwoAccumulatorSets(BLOCK_N, SFB_PER_ROW);
   static_assert(BLOCK_N % 16 == 0 && BLOCK_N <= 256, "BLOCK_N must be a multiple of 16");
   static_assert((CLUSTER_M == 1 || CLUSTER_M == 2) && (CLUSTER_N == 1 || CLUSTER_N == 2) &&
@@ -338,7 +341,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
 
   if (warp_group == NUM_MATH_WG) {
     // ---------------------------------------------------------------- producer
-    if constexpr (NUM_MATH_WG > 1) cutlass::arch::warpgroup_reg_dealloc<RELAYOUT ? kRelayoutProducerRegs : kProducerRegs>();
+    if constexpr (NUM_MATH_WG > 1) cutlass::arch::warpgroup_reg_dealloc<PRODUCER_REGS>();
     if (threadIdx.x == NUM_MATH_THREADS) {
       // What TMA delivers per stage (the B scales' padding is never written; an
       // MN-major operand arrives in a raw stage).
@@ -459,7 +462,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
     }
   } else {
     // ------------------------------------------------------------------- math
-    if constexpr (NUM_MATH_WG > 1) cutlass::arch::warpgroup_reg_alloc<RELAYOUT ? kRelayoutMathRegs : kMathRegs>();
+    if constexpr (NUM_MATH_WG > 1) cutlass::arch::warpgroup_reg_alloc<MATH_REGS>();
     const unsigned t = threadIdx.x % 128;
     const unsigned warp = t / 32, lane = t % 32;
     const unsigned row_wg = warp_group % ROW_WG;  // this warpgroup's 64 rows of the tile
