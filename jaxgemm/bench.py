@@ -17,12 +17,15 @@ For each DeepSeek-V3 (N, K) shape and each M, in one run and on the same GPU:
             on-disk cache, each in a fresh process with its own cache folder (GPU only)
 
 Method: one jitted function applies the op to several distinct input sets whose
-operands together exceed 4x the 50 MB L2 cache, so that no run measures the cache; it is
-called back to back, each call's outputs dropped before the next, after a warm-up of at
-least 0.3 s (the GPU's clocks ramp up from idle), each repetition runs it for at least
-50 ms with the device synchronised once at the end, and the median over 5 repetitions is
-reported. The jaxgemm kernels of the whole run are compiled first, in parallel
-(`jaxgemm.precompile`), so that no timed call and no warm-up waits on NVCC. calc_diff is each jaxgemm output (first input set) against a float32 HIGHEST
+operands together exceed 4x the 50 MB L2 cache, so that no run measures the cache, and
+returns one element of each output (behind an optimization barrier), so that the
+outputs are XLA temporaries at fixed addresses, as inside a model, and XLA replays its
+CUDA graph without re-recording it (`_outputs_as_temporaries`). It is called back to
+back after a warm-up of at least 0.3 s (the GPU's clocks ramp up from idle); each
+repetition runs it for at least 50 ms with the device synchronised once at the end, and
+the median over 5 repetitions is reported. The jaxgemm kernels of the whole run are
+compiled first, in parallel (`jaxgemm.precompile`), so that no timed call and no warm-up
+waits on NVCC. calc_diff is each jaxgemm output (first input set) against a float32 HIGHEST
 reference of the dequantized inputs, computed on the device as sum((x-y)^2) /
 sum(x^2 + y^2) (DeepGEMM's metric, rewritten without cancellation). Timings are never
 asserted anywhere; BENCHMARKS.md records them. The summary table comes last.
@@ -102,21 +105,46 @@ def _geomean(values):
     return math.exp(statistics.mean(math.log(v) for v in values)) if values else None
 
 
+def _outputs_as_temporaries(fn):
+    """`fn` returning only one element of each of its outputs, as a float32 vector.
+
+    The GEMMs' outputs then live in XLA's temporary buffer, as they would inside a model,
+    at the same addresses from call to call, and XLA launches its CUDA graph as recorded.
+    Returned from the jitted function they are fresh allocations per call: whenever one
+    lands at a new address (the last call's outputs are freed only once the GPU is done
+    with them), XLA re-records every GEMM of the graph on the host first, ~20 us per GEMM
+    on an H100 host, more than a GEMM at M=128 takes (scripts/host_cost.py). The
+    optimization barrier keeps XLA from narrowing its own dots to the element returned."""
+    @jax.jit
+    def first_elements(*args):
+        outs = jax.lax.optimization_barrier(jax.tree.leaves(fn(*args)))
+        return jnp.stack([x[(0,) * x.ndim].astype(jnp.float32) for x in outs])
+
+    return first_elements
+
+
 def _time_fn(fn, args, *, check=None, carry=None):
     """(median seconds per call of `fn(*args)`, `check(first output)`). Each call covers
     every input set. With `carry=i` each call's output becomes `args[i]` for the next
-    call (a donated accumulator), so `check` runs before the output is consumed."""
+    call (a donated accumulator, whose address XLA keeps), so `check` runs before the
+    output is consumed; otherwise the calls timed return one element of each output
+    (`_outputs_as_temporaries`)."""
     args = list(args)
+    out = jax.block_until_ready(fn(*args))  # compile + first run
+    checked = check(out) if check is not None else None
+    if carry is not None:
+        args[carry] = out
+        timed = fn
+    else:
+        timed = _outputs_as_temporaries(fn)
+    del out
 
     def call():
-        out = fn(*args)
+        out = timed(*args)
         if carry is not None:
             args[carry] = out
         return out
 
-    out = jax.block_until_ready(call())  # compile + first run
-    checked = check(out) if check is not None else None
-    del out
     warm, t0 = 0, time.perf_counter()
     while True:
         out = None
@@ -130,11 +158,6 @@ def _time_fn(fn, args, *, check=None, carry=None):
     for _ in range(_REPS):
         t0 = time.perf_counter()
         for _ in range(calls):
-            # Drop the last call's outputs first, as a loop that consumes them would:
-            # the allocator can then hand the same addresses back, and XLA launches
-            # its CUDA graph as recorded. Outputs kept alive across the call get new
-            # addresses, and XLA updates the graph on the host first, which at M=128
-            # took longer than the kernels (scripts/host_cost.py).
             out = None
             out = call()
         jax.block_until_ready(out)
