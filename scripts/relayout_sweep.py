@@ -5,7 +5,8 @@ relayout heuristic; the benchmark's timing method).
     python scripts/relayout_sweep.py [M]          (default 128)
     python scripts/relayout_sweep.py M stages     the heuristic's tiles, pipeline stages 3..7
     python scripts/relayout_sweep.py M '[{"layout": "nt", "block_n": 64}, {...}]' [NxK,...]
-        these configs (layout nn with relayout=1 unless given), on these shapes
+        these configs (layout nn, with relayout=1 unless given; "relayout": null for the
+        heuristic's own choice), on these shapes
 """
 import json
 import sys
@@ -51,7 +52,8 @@ def main():
         for cand in cands:
             cand = dict(cand or {})
             layout = cand.pop("layout", "nn")
-            cfg = dict(cand, relayout=1) if layout == "nn" else cand
+            cfg = {"relayout": 1, **cand} if layout == "nn" else cand  # nn relayouts unless told
+            cfg = {key: v for key, v in cfg.items() if v is not None} or None  # null: the heuristic's
             op = getattr(jaxgemm, f"fp8_gemm_{layout}")
             try:
                 f = jax.jit(lambda a, b, cfg=cfg, op=op: [op(x, y, config=cfg) for x, y in zip(a, b)])

@@ -205,10 +205,12 @@ def test_fp8_gemm_relayout(layout, config, per_row_b):
     (128, 7168, 2048, "nn", (128, 128, 2, 1)), (96, 7168, 3088, "tn", (128, 128, 2, 1)),
     (112, 4096, 4096, "tn", (128, 64, 2, 1)), (80, 7168, 1040, "nn", (128, 64, 1, 1)),
     (40, 7168, 1040, "nn", (64, 64, 1, 2)), (48, 7168, 3088, "nn", (64, 128, 2, 1)),
-    (64, 4096, 4096, "tn", (64, 64, 2, 1))])
+    (64, 4096, 4096, "tn", (64, 64, 2, 1)), (128, 2112, 7168, "nn", (128, 128, 4, 1)),
+    (112, 2096, 4096, "tn", (128, 128, 4, 1))])
 def test_fp8_gemm_narrow_relayout(m, n, k, layout, tile):
     """The heuristic's own pick at M <= 128: B relaid out in one row of 128- or
-    64-column tiles (block_m, block_n, cluster_k, k_split as `tile`), with partial M and K."""
+    64-column tiles (block_m, block_n, cluster_k, k_split as `tile`), with partial M,
+    N and K."""
     cfg = jaxgemm.fp8_gemm_config(m, n, k, layout=layout, num_sms=132)
     assert cfg["relayout"] == 1, cfg
     assert (cfg["block_m"], cfg["block_n"], cfg["cluster_k"], cfg["k_split"]) == tile, cfg

@@ -978,7 +978,7 @@ class TestFp8Relayout:
         for layout in ("nn", "tn"):
             cfg = pick(128, 24576, 1536, layout)
             assert (cfg["relayout"], cfg["a_mn_major"], cfg["b_mn_major"]) == (1, 0, 1)
-            assert pick(128, 2112, 7168, layout)["relayout"] == 0  # long K: transposed first
+            assert pick(128, 24576, 7168, layout)["relayout"] == 0  # long K, over a wave: transposed first
             assert pick(4096, 24576, 1536, layout)["relayout"] == 0  # large M
             assert pick(128, 24584, 1536, layout)["relayout"] == 0  # N % 16: TMA cannot read B's rows
         assert pick(128, 24576, 1536, "tt")["relayout"] == 0  # A: never
@@ -987,8 +987,9 @@ class TestFp8Relayout:
     def test_heuristic_relayouts_b_in_narrow_tiles_that_fill_the_sms(self):
         """At M <= 128, B relaid out in one row of 128-column tiles, else 64 (each B
         tile transposed once), where that grid, with K split over a CTA pair if need
-        be, fills 3/4 of the SMs in one wave, whatever K; at M <= 64 the tiles are 64
-        rows tall, K split over two warpgroups where there is no cluster."""
+        be, fills 3/4 of the SMs in one wave, whatever K, or, at M > 64 and long K,
+        128-column tiles over 4 CTAs fill half; at M <= 64 the tiles are 64 rows tall,
+        K split over two warpgroups where there is no cluster."""
         pick = lambda m, n, k: jaxgemm.fp8_gemm_config(m, n, k, layout="nn", num_sms=132)  # noqa: E731
         for (m, n, k), (block_n, cluster_k, ctas) in {
                 (128, 7168, 16384): (128, 2, 112), (128, 7168, 2048): (128, 2, 112), (96, 7168, 7168): (128, 2, 112),
@@ -998,7 +999,12 @@ class TestFp8Relayout:
             assert (cfg["relayout"], cfg["b_mn_major"], cfg["block_m"], cfg["block_n"]) == (1, 1, 128, block_n), cfg
             assert (cfg["cluster_k"], cfg["num_sms"], cfg["k_split"]) == (cluster_k, ctas, 1), cfg
             assert cfg["smem_bytes"] <= 232448
-        assert pick(128, 2112, 7168)["relayout"] == 0   # 66 CTAs: half the SMs
+        # Too few tiles to fill 3/4 of the SMs, even over a pair: K over 4 CTAs where
+        # that fills half of them, else the transpose first.
+        cfg = pick(128, 2112, 7168)
+        assert (cfg["relayout"], cfg["block_n"], cfg["cluster_k"], cfg["num_sms"]) == (1, 128, 4, 68), cfg
+        assert pick(128, 1024, 7168)["relayout"] == 0   # 32 CTAs over 4
+        assert pick(128, 2112, 3072)["relayout"] == 0   # 24 K blocks: 6 per CTA over 4
         assert pick(128, 24576, 1536)["block_n"] > 64   # more than a wave of narrow tiles
         for (m, n, k), (block_n, cluster_k, k_split, ctas) in {
                 (64, 7168, 16384): (128, 2, 1, 112), (64, 4096, 7168): (64, 2, 1, 128),

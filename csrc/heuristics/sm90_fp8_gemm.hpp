@@ -43,9 +43,11 @@ constexpr int kClusterKMinKBlocks = 32;
 //   M = 64: 7168x16384 at 64x128, cluster_k = 2: 284 (64x64: 162-204; nt 302, tb 108);
 //     4096x7168 at 64x64, cluster_k = 2: 155-177 (tb 117); 7168x2048 at 64x128,
 //     cluster_k = 2: 138 (64x64 with k_split = 2: 127-137; tb 113).
-// With fewer tiles (2112x7168, 66 CTAs of 64 columns with cluster_k = 2: 163 against
-// 189) the transpose first wins; with more than a wave (24576x1536: 306 against 434 at
-// M = 128), the wider tiles below.
+// With more than a wave (24576x1536: 306 against 434 at M = 128), the wider tiles
+// below. With fewer tiles at M = 128 and a long K (2112x7168: 17 of 128 columns), K
+// split over 4 CTAs of 128-column tiles, which fills half the SMs: 210-213 TFLOPS
+// against 173-190 for the transpose first, in two sessions (11, 12; 64 columns over
+// 2 CTAs: 163-164, over 4: 130); at M <= 64 not measured.
 struct NarrowRelayout {
   int block_n = 0;  // 0: no such grid
   int cluster_k = 1;
@@ -61,6 +63,9 @@ inline NarrowRelayout fp8_gemm_narrow_relayout(int64_t m, int64_t n, int64_t k, 
       if (ctas <= num_sms && 4 * ctas >= 3 * int64_t(num_sms)) return {block_n, cluster_k};
     }
   }
+  // The 4-way split keeps 8 K blocks per CTA, as the pair above.
+  const int64_t ctas4 = batches * ceil_div(n, 128) * 4;
+  if (m > 64 && k_blocks >= 32 && ctas4 <= num_sms && 2 * ctas4 >= int64_t(num_sms)) return {128, 4};
   return {};
 }
 
