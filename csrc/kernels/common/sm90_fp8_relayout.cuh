@@ -25,7 +25,9 @@
 // Speed (clock64 in the kernel, H100, session 11, 128x128 tiles at M = 128): about 280
 // clocks a step per warp while the WGMMAs run, now what binds the relayout. Session
 // 9 found neither halving the instructions per step nor two steps in flight faster,
-// but then a TMA issue on the transposers' path bound (fp8_gemm.cuh): worth a retry.
+// while a TMA issue on the transposers' path bound (fp8_gemm.cuh). Retried in session
+// 12 with that fixed: two steps in flight (all 32 loads first) spill at the producer's
+// 72 registers and ran 2-20% slower at M = 128 over the DeepSeek-V3 shapes.
 #pragma once
 
 #include <cstdint>
@@ -68,9 +70,8 @@ class KBlockRelayout {
   }
 
   // One K block from `raw` into `tile` (shared window addresses; `tile` 1024-byte
-  // aligned). One step in flight per warp: two (all loads first) measured no
-  // faster where registers allowed it, and spill the producer's 56 registers of
-  // the two-math-warpgroup kernels.
+  // aligned). One step in flight per warp: two (all loads first) measured slower
+  // (above).
   __device__ __forceinline__ void operator()(uint32_t raw, uint32_t tile) const {
 #pragma unroll 1
     for (unsigned i = warp_; i < STEPS; i += NUM_WARPS) {
