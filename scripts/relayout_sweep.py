@@ -5,8 +5,8 @@ relayout heuristic; the benchmark's timing method).
     python scripts/relayout_sweep.py [M]          (default 128)
     python scripts/relayout_sweep.py M stages     the heuristic's tiles, pipeline stages 3..7
     python scripts/relayout_sweep.py M '[{"layout": "nt", "block_n": 64}, {...}]' [NxK,...]
-        these configs (layout nn, with relayout=1 unless given; "relayout": null for the
-        heuristic's own choice), on these shapes
+        these configs (layout nn unless given, with relayout=1 unless given; "relayout":
+        null for the heuristic's own choice), on these shapes
 """
 import json
 import sys
@@ -36,7 +36,7 @@ def main():
         sets = bench._num_sets(bench._fp8_bytes(m, n, k))
         flops = 2.0 * m * n * k * sets
         a, b = map(list, zip(*(bench._gen_fp8(s, m, n, k, False) for s in bench._set_keys(key, 1, sets))))
-        b_kn = [bench._swap(p) for p in b]
+        a_km, b_kn = [bench._swap(p) for p in a], [bench._swap(p) for p in b]
         row = []
         nt = jax.jit(lambda a, b: [jaxgemm.fp8_gemm_nt(x, y) for x, y in zip(a, b)])
         t, _ = bench._time_fn(nt, (a, b))
@@ -52,18 +52,18 @@ def main():
         for cand in cands:
             cand = dict(cand or {})
             layout = cand.pop("layout", "nn")
-            cfg = {"relayout": 1, **cand} if layout == "nn" else cand  # nn relayouts unless told
+            cfg = {"relayout": 1, **cand} if layout != "nt" else cand  # relayout unless told
             cfg = {key: v for key, v in cfg.items() if v is not None} or None  # null: the heuristic's
             op = getattr(jaxgemm, f"fp8_gemm_{layout}")
             try:
                 f = jax.jit(lambda a, b, cfg=cfg, op=op: [op(x, y, config=cfg) for x, y in zip(a, b)])
-                t, _ = bench._time_fn(f, (a, b_kn if layout == "nn" else b))
+                t, _ = bench._time_fn(f, (a_km if layout[0] == "t" else a, b_kn if layout[1] == "n" else b))
                 v = f"{flops / t / 1e12:.0f}"
             except Exception as e:  # noqa: BLE001 - a config the kernel rejects
                 v = f"error ({str(e).splitlines()[0][:60]})"
-            name = "heur" if not cand else layout + " " + ",".join(f"{k}={v}" for k, v in cand.items())
+            name = layout + " " + (",".join(f"{k}={v}" for k, v in (cfg or {}).items()) or "heuristic")
             row.append(f"{name} {v}")
-        del a, b, b_kn
+        del a, b, a_km, b_kn
         print(f"M={m} N={n} K={k}: " + " ".join(row), flush=True)
 
 
