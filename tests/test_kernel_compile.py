@@ -18,6 +18,9 @@ MAX_INSTANCES, only one instance per distinct (kind, block_m, block_n) is compil
 the suite's time bounded on a 2-core CI machine (each compile takes seconds to tens of
 seconds there); the config checks still cover every shape.
 
+One instance of each kind, and the transpose, also compiles with NVRTC (the JIT's fast
+cold path), where libnvrtc is found (the toolkit's or the nvidia-cuda-nvrtc wheel's).
+
 Skipped where nvcc is not found (JAXGEMM_JIT_NVCC_COMPILER or <cuda_home>/bin/nvcc);
 the SASS checks are skipped where cuobjdump (and nvdisasm beside it) is not found.
 """
@@ -25,6 +28,7 @@ the SASS checks are skipped where cuobjdump (and nvdisasm beside it) is not foun
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import pathlib
 import re
@@ -478,3 +482,59 @@ def test_transpose_bytes_kernel(jit_cache):
     assert count(r"\bLDS ") == 16 and count(r"\bSTG\.E\.128\b") == 4, sass
     assert count(r"\bPRMT\b") == 32, sass
     _assert_no_local_memory(sass)
+
+
+# ----------------------------------------------------------------------------- NVRTC
+
+def _nvrtc_dir():
+    """The folder holding libnvrtc (what the JIT dlopens with JAXGEMM_JIT_USE_NVRTC=1):
+    the CUDA toolkit's, or the nvidia-cuda-nvrtc wheel's; None if neither has it."""
+    dirs = [pathlib.Path(_runtime.cuda_home()) / sub for sub in ("lib64", "lib")]
+    for base in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}:
+        dirs += [pathlib.Path(base) / "nvidia" / sub / "lib" for sub in ("cu13", "cu12", "cuda_nvrtc")]
+    for d in dirs:
+        if any((d / name).exists() for name in ("libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so")):
+            return d
+    return None
+
+
+# Compiles each named source with NVRTC in this child process (LD_LIBRARY_PATH must
+# reach libnvrtc before the process starts) and prints {name: cubin path or error}.
+_NVRTC_CHILD = """
+import json, sys
+from jaxgemm import _runtime
+_runtime.configure_jit()
+ext, out = _runtime.extension(), {}
+for name, (kernel, src) in json.load(open(sys.argv[1])).items():
+    try:
+        out[name] = ext.compile_kernel(kernel, src, "90a")[0]
+    except Exception as e:
+        out[name] = "ERROR " + str(e)
+print(json.dumps(out))
+"""
+
+
+@needs_nvcc
+def test_kernels_compile_with_nvrtc(tmp_path):
+    """NVRTC (JAXGEMM_JIT_USE_NVRTC=1, the fast cold compile) builds one benchmark
+    instance of every kind and the transpose: NVRTC has no C++ standard headers, so a
+    kernel header that includes one compiles with NVCC only."""
+    lib = _nvrtc_dir()
+    if lib is None:
+        pytest.skip(f"no libnvrtc under {_runtime.cuda_home()} or an nvidia-cuda-nvrtc wheel")
+    firsts = {}
+    for key, (kind, cfg, _) in sorted(INSTANCES.items()):
+        firsts.setdefault(kind, (f"sm90_{KINDS[kind]['op']}_gemm", _source(kind, cfg)))
+    firsts["transpose_bytes"] = ("transpose_bytes", _runtime.extension().transpose_bytes_source())
+    sources = tmp_path / "sources.json"
+    sources.write_text(json.dumps(firsts))
+    env = dict(os.environ, JAXGEMM_JIT_USE_NVRTC="1", JAXGEMM_JIT_CACHE_DIR=str(tmp_path / "jit"),
+               LD_LIBRARY_PATH=os.pathsep.join(filter(None, [str(lib), os.environ.get("LD_LIBRARY_PATH")])))
+    proc = subprocess.run([sys.executable, "-c", _NVRTC_CHILD, str(sources)], capture_output=True, text=True,
+                          env=env, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    failed = {name: r for name, r in results.items() if r.startswith("ERROR")}
+    assert not failed, "\n".join(f"{name}: {r[:1500]}" for name, r in failed.items())
+    for name, path in results.items():
+        assert pathlib.Path(path).read_bytes()[:4] == b"\x7fELF", name

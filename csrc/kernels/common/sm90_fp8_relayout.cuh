@@ -30,8 +30,8 @@
 // 72 registers and ran 2-20% slower at M = 128 over the DeepSeek-V3 shapes.
 #pragma once
 
-#include <cstdint>
-
+// (No <cstdint>: NVRTC has no C++ standard headers; the CUDA headers behind
+// sm90_utils.cuh give the fixed-width types.)
 #include "sm90_utils.cuh"
 
 namespace jaxgemm::sm90 {
