@@ -26,7 +26,11 @@ from jaxgemm import bench
 
 
 def time_encode(iters=20000):
-    cuda = ctypes.CDLL("libcuda.so.1")
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        print("no libcuda: descriptor encode not timed")
+        return
     ctx = ctypes.c_void_p()
     if cuda.cuInit(0) or cuda.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), 0) or cuda.cuCtxSetCurrent(ctx):
         print("no CUDA context")
@@ -55,20 +59,21 @@ def time_encode(iters=20000):
     print(f"cuTensorMapEncodeTiled: {enc - base:.2f} us each (ctypes call {base:.2f} us subtracted)")
 
 
-def _loop(call, first):
-    """`bench._time_fn`'s loop around `call(previous output)`: seconds per call."""
-    out = jax.block_until_ready(first())
+def _loop(step, first):
+    """`bench._time_fn`'s loop: seconds per call of `step(box)`, which runs one call while
+    `box[0]` holds the previous call's outputs (their only reference) and returns its own."""
+    box = [jax.block_until_ready(first())]
     t0, warm = time.perf_counter(), 0
     while time.perf_counter() - t0 < bench._WARMUP_S:
-        out = jax.block_until_ready(call(out))
+        box[0] = jax.block_until_ready(step(box))
         warm += 1
     calls = max(bench._MIN_CALLS, math.ceil(bench._MIN_REP_S / ((time.perf_counter() - t0) / warm)))
     times = []
     for _ in range(bench._REPS):
         t0 = time.perf_counter()
         for _ in range(calls):
-            out = call(out)
-        jax.block_until_ready(out)
+            box[0] = step(box)
+        jax.block_until_ready(box[0])
         times.append((time.perf_counter() - t0) / calls)
     return statistics.median(times)
 
@@ -77,17 +82,18 @@ def time_modes(fn, args):
     """Seconds per call of `fn(*args)`, its outputs handled four ways."""
     donating = jax.jit(lambda prev, *a: fn(*a), donate_argnums=0)
 
-    def dropped(out):
-        del out
+    def dropped(box):
+        box[0] = None
         return fn(*args)
 
+    first = lambda: fn(*args)  # noqa: E731
     return {
         # alive until the next call returns: new output addresses, the graph re-recorded
-        "live": _loop(lambda out: fn(*args), lambda: fn(*args)),
+        "live": _loop(lambda box: fn(*args), first),
         # dropped first: the allocator may hand the addresses back, once the GPU is done
-        "dropped": _loop(dropped, lambda: fn(*args)),
-        # donated to the next call, which writes into them: the same addresses
-        "donated": _loop(lambda out: donating(out, *args), lambda: fn(*args)),
+        "dropped": _loop(dropped, first),
+        # donated to the next call, which writes into them
+        "donated": _loop(lambda box: donating(box[0], *args), first),
         # XLA temporaries, one element of each returned: what the benchmark times
         "temporary": bench._time_fn(fn, args)[0],
     }
