@@ -123,6 +123,30 @@ def _outputs_as_temporaries(fn):
     return first_elements
 
 
+def _time_loop(step, first=None):
+    """Median seconds per call of `step(box)`, which makes one call while `box[0]` holds
+    the previous call's outputs (their only reference; `first()`'s, or None, before the
+    first call) and returns its own. The calls run back to back after a warm-up of
+    _WARMUP_S, each of _REPS repetitions for at least _MIN_REP_S, synchronised once."""
+    box = [first() if first is not None else None]
+    warm, t0 = 0, time.perf_counter()
+    while True:
+        box[0] = jax.block_until_ready(step(box))
+        warm += 1
+        spent = time.perf_counter() - t0
+        if spent >= _WARMUP_S:
+            break
+    calls = max(_MIN_CALLS, math.ceil(_MIN_REP_S / (spent / warm)))
+    times = []
+    for _ in range(_REPS):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            box[0] = step(box)
+        jax.block_until_ready(box[0])
+        times.append((time.perf_counter() - t0) / calls)
+    return statistics.median(times)
+
+
 def _time_fn(fn, args, *, check=None, carry=None):
     """(median seconds per call of `fn(*args)`, `check(first output)`). Each call covers
     every input set. With `carry=i` each call's output becomes `args[i]` for the next
@@ -139,30 +163,14 @@ def _time_fn(fn, args, *, check=None, carry=None):
         timed = _outputs_as_temporaries(fn)
     del out
 
-    def call():
+    def step(box):
+        box[0] = None  # the last call's outputs are not needed while this one runs
         out = timed(*args)
         if carry is not None:
             args[carry] = out
         return out
 
-    warm, t0 = 0, time.perf_counter()
-    while True:
-        out = None
-        out = jax.block_until_ready(call())
-        warm += 1
-        spent = time.perf_counter() - t0
-        if spent >= _WARMUP_S:
-            break
-    calls = max(_MIN_CALLS, math.ceil(_MIN_REP_S / (spent / warm)))
-    times = []
-    for _ in range(_REPS):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            out = None
-            out = call()
-        jax.block_until_ready(out)
-        times.append((time.perf_counter() - t0) / calls)
-    return statistics.median(times), checked
+    return _time_loop(step), checked
 
 
 @jax.jit

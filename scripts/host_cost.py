@@ -13,8 +13,6 @@
    the other three 11-29 with a wide spread (donated no better than dropped).
 """
 import ctypes
-import math
-import statistics
 import sys
 import time
 
@@ -59,25 +57,6 @@ def time_encode(iters=20000):
     print(f"cuTensorMapEncodeTiled: {enc - base:.2f} us each (ctypes call {base:.2f} us subtracted)")
 
 
-def _loop(step, first):
-    """`bench._time_fn`'s loop: seconds per call of `step(box)`, which runs one call while
-    `box[0]` holds the previous call's outputs (their only reference) and returns its own."""
-    box = [jax.block_until_ready(first())]
-    t0, warm = time.perf_counter(), 0
-    while time.perf_counter() - t0 < bench._WARMUP_S:
-        box[0] = jax.block_until_ready(step(box))
-        warm += 1
-    calls = max(bench._MIN_CALLS, math.ceil(bench._MIN_REP_S / ((time.perf_counter() - t0) / warm)))
-    times = []
-    for _ in range(bench._REPS):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            box[0] = step(box)
-        jax.block_until_ready(box[0])
-        times.append((time.perf_counter() - t0) / calls)
-    return statistics.median(times)
-
-
 def time_modes(fn, args):
     """Seconds per call of `fn(*args)`, its outputs handled four ways."""
     donating = jax.jit(lambda prev, *a: fn(*a), donate_argnums=0)
@@ -89,11 +68,11 @@ def time_modes(fn, args):
     first = lambda: fn(*args)  # noqa: E731
     return {
         # alive until the next call returns: new output addresses, the graph re-recorded
-        "live": _loop(lambda box: fn(*args), first),
+        "live": bench._time_loop(lambda box: fn(*args), first),
         # dropped first: the allocator may hand the addresses back, once the GPU is done
-        "dropped": _loop(dropped, first),
+        "dropped": bench._time_loop(dropped, first),
         # donated to the next call, which writes into them
-        "donated": _loop(lambda box: donating(box[0], *args), first),
+        "donated": bench._time_loop(lambda box: donating(box[0], *args), first),
         # XLA temporaries, one element of each returned: what the benchmark times
         "temporary": bench._time_fn(fn, args)[0],
     }

@@ -397,6 +397,14 @@ def test_bench_kernel_compiles(compiled_bench_kernels, key):
         assert f", {_bool(cfg['pingpong'])}>(params);" in src, src
 
 
+def _nvidia_wheel_dirs(folder, package):
+    """`folder` ("bin", "lib") of the NVIDIA CUDA wheels installed beside jaxgemm: the
+    CUDA 13 wheels share nvidia/cu13/, older ones nvidia/cu12/ or nvidia/<package>/."""
+    return [pathlib.Path(base) / "nvidia" / sub / folder
+            for base in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+            for sub in ("cu13", "cu12", package)]
+
+
 def _find_cuobjdump():
     """cuobjdump: $JAXGEMM_CUOBJDUMP, PATH, the CUDA toolkit, the nvidia-cuda-cuobjdump wheel."""
     env = os.environ.get("JAXGEMM_CUOBJDUMP")
@@ -405,10 +413,8 @@ def _find_cuobjdump():
     found = shutil.which("cuobjdump")
     if found:
         return found
-    candidates = [pathlib.Path(_runtime.cuda_home()) / "bin" / "cuobjdump"]
-    for base in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}:
-        for sub in ("cu13", "cu12", "cuda_cuobjdump"):
-            candidates.append(pathlib.Path(base) / "nvidia" / sub / "bin" / "cuobjdump")
+    candidates = [d / "cuobjdump" for d in [pathlib.Path(_runtime.cuda_home()) / "bin",
+                                            *_nvidia_wheel_dirs("bin", "cuda_cuobjdump")]]
     for c in candidates:
         if os.access(c, os.X_OK):
             return str(c)
@@ -490,9 +496,7 @@ def _nvrtc_dir():
     """The folder holding libnvrtc (what the JIT dlopens with JAXGEMM_JIT_USE_NVRTC=1):
     the CUDA toolkit's, or the nvidia-cuda-nvrtc wheel's; None if neither has it."""
     dirs = [pathlib.Path(_runtime.cuda_home()) / sub for sub in ("lib64", "lib")]
-    for base in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}:
-        dirs += [pathlib.Path(base) / "nvidia" / sub / "lib" for sub in ("cu13", "cu12", "cuda_nvrtc")]
-    for d in dirs:
+    for d in dirs + _nvidia_wheel_dirs("lib", "cuda_nvrtc"):
         if any((d / name).exists() for name in ("libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so")):
             return d
     return None

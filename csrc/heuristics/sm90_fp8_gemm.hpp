@@ -51,21 +51,25 @@ constexpr int kClusterKMinKBlocks = 32;
 struct NarrowRelayout {
   int block_n = 0;  // 0: no such grid
   int cluster_k = 1;
+  int64_t ctas = 0;  // the grid: one row of tiles, cluster_k CTAs each
 };
 inline NarrowRelayout fp8_gemm_narrow_relayout(int64_t m, int64_t n, int64_t k, int64_t batches, int num_sms) {
   if (m > 128) return {};
   const int64_t k_blocks = ceil_div(k, 128);
+  const auto grid = [&](int block_n, int cluster_k) {
+    return NarrowRelayout{block_n, cluster_k, batches * ceil_div(n, block_n) * cluster_k};
+  };
   for (int block_n : {128, 64}) {
     for (int cluster_k : {1, 2}) {
       // Each CTA of a pair keeps 8 K blocks at 128 columns (measured), 16 at 64.
       if (cluster_k == 2 && k_blocks < (block_n == 128 ? 16 : kClusterKMinKBlocks)) continue;
-      const int64_t ctas = batches * ceil_div(n, block_n) * cluster_k;
-      if (ctas <= num_sms && 4 * ctas >= 3 * int64_t(num_sms)) return {block_n, cluster_k};
+      const NarrowRelayout g = grid(block_n, cluster_k);
+      if (g.ctas <= num_sms && 4 * g.ctas >= 3 * int64_t(num_sms)) return g;
     }
   }
   // The 4-way split keeps 8 K blocks per CTA, as the pair above.
-  const int64_t ctas4 = batches * ceil_div(n, 128) * 4;
-  if (m > 64 && k_blocks >= 32 && ctas4 <= num_sms && 2 * ctas4 >= int64_t(num_sms)) return {128, 4};
+  const NarrowRelayout g = grid(128, 4);
+  if (m > 64 && k_blocks >= 32 && g.ctas <= num_sms && 2 * g.ctas >= int64_t(num_sms)) return g;
   return {};
 }
 
@@ -178,8 +182,7 @@ inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_
   const GemmKind kind = fp8_gemm_relayout_kind(stored, m, n, k, narrow.block_n > 0, relayout);
   const int num_k_blocks = ceil_div(k, 128);
   if (kind.b_mn_major && !kind.a_mn_major && narrow.block_n > 0) {
-    const int64_t ctas = batches * ceil_div(n, narrow.block_n) * narrow.cluster_k;
-    GemmConfig c = candidate(kind, m <= 64 ? 64 : 128, narrow.block_n, 1, 0, num_sms, ctas);
+    GemmConfig c = candidate(kind, m <= 64 ? 64 : 128, narrow.block_n, 1, 0, num_sms, narrow.ctas);
     c.cluster_k = narrow.cluster_k;
     // 64-row tiles without a cluster run K on two warpgroups (measured so; not 1D1D,
     // as below).
