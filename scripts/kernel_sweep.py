@@ -42,7 +42,8 @@ def main(argv):
     print(f"M={m}: TFLOPS of the kernel alone (mean over {CALLS} calls x sets)")
     print(f"{'N x K':>12} | " + " ".join(f"{x:>8}" for x in labels) + " | heuristic pick")
     for n, k in SHAPES:
-        sets = bench._num_sets(bench._fp8_bytes(m, n, k))
+        # KERNEL_SWEEP_SETS=1: one input set, called again and again (its B stays in L2 where it fits).
+        sets = int(os.environ.get("KERNEL_SWEEP_SETS", 0)) or bench._num_sets(bench._fp8_bytes(m, n, k))
         a, b = map(list, zip(*(bench._gen_fp8(s, m, n, k, False)
                                for s in bench._set_keys(jax.random.PRNGKey(0), 1, sets))))
         fns = [jax.jit(lambda a, b, c=c: [jaxgemm.fp8_gemm_nt(x, y, config=c) for x, y in zip(a, b)])

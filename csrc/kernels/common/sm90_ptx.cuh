@@ -88,6 +88,13 @@ __device__ __forceinline__ void prefetch_tma(const TmaDescriptor* desc) {
   asm volatile("prefetch.tensormap [%0];" ::"l"(reinterpret_cast<unsigned long long>(desc)) : "memory");
 }
 
+// The GPU's nanosecond clock, common to all SMs (for development timelines).
+__device__ __forceinline__ uint64_t global_timer_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
 // The box of `desc` at (c0, c1, c2) into `smem`; completes `bar`'s transaction bytes.
 __device__ __forceinline__ void tma_load_3d(const TmaDescriptor* desc, uint64_t* bar, void* smem, int c0, int c1,
                                             int c2) {

@@ -315,6 +315,11 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   const unsigned cta_k_blocks = kb_end - kb_begin;
   const unsigned first_tile = blockIdx.x / (CLUSTER * CLUSTER_K), tile_stride = gridDim.x / (CLUSTER * CLUSTER_K);
 
+#ifdef JAXGEMM_EXP_TIMELINE
+  // A development timeline (scripts/cta_timeline.py): entry, first stage, main loop end
+  // and exit of each CTA, printed by its first math thread.
+  const uint64_t tl_entry = global_timer_ns();
+#endif
   if (threadIdx.x == 0) {
     prefetch_tma(&p.tma_a);
     prefetch_tma(&p.tma_b);
@@ -501,6 +506,11 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
       if (q.stage >= NUM_STAGES) q.stage -= NUM_STAGES, q.phase ^= 1;
     };
 
+#ifdef JAXGEMM_EXP_TIMELINE
+    uint64_t tl_loop = 0;
+    if (first_tile < sched.num_tiles && cta_k_blocks > 0) wait_barrier(full0, 0);
+    const uint64_t tl_first = global_timer_ns();
+#endif
     float final_acc[NUM_ACC];
     for (unsigned tile = first_tile; tile < sched.num_tiles; tile += tile_stride) {
       unsigned l, m_block, n_block;
@@ -609,6 +619,9 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
         }
       });
 
+#ifdef JAXGEMM_EXP_TIMELINE
+      tl_loop = global_timer_ns();
+#endif
       if constexpr (K_SPLIT > 1) {
         // The K slices' sums meet in the first slice's registers; the second barrier
         // keeps the next tile from overwriting them before they are read.
@@ -644,6 +657,15 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
       if (k_slice == 0) reduce.drain();
     }
     if (k_slice == 0 && t == 0) tma_store_wait<0>();
+#ifdef JAXGEMM_EXP_TIMELINE
+    if (warp_group == 0 && t == 0) {
+      const uint64_t tl_exit = global_timer_ns();
+      unsigned smid;
+      asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
+      printf("TL %u %u %llu %llu %llu %llu\n", blockIdx.x, smid, (unsigned long long)tl_entry,
+             (unsigned long long)tl_first, (unsigned long long)tl_loop, (unsigned long long)tl_exit);
+    }
+#endif
   }
 }
 

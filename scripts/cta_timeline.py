@@ -1,0 +1,68 @@
+"""When each CTA of an FP8 nt GEMM starts, gets its first stage, ends its main loop and
+exits (a development aid: a build with JAXGEMM_EXP_TIMELINE prints %globaltimer there).
+
+    python scripts/cta_timeline.py M N K [config-json]
+
+Runs the benchmark's back-to-back GEMMs over distinct input sets in a child process
+built with the define, then summarises the last call's launches: offsets in us from the
+launch's first CTA entry, as median / max over its CTAs.
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+CHILD = r"""
+import json, sys
+import jax
+import jaxgemm
+from jaxgemm import bench
+m, n, k = map(int, sys.argv[1:4])
+config = json.loads(sys.argv[4]) if len(sys.argv) > 4 else None
+sets = bench._num_sets(bench._fp8_bytes(m, n, k))
+a, b = map(list, zip(*(bench._gen_fp8(s, m, n, k, False) for s in bench._set_keys(jax.random.PRNGKey(0), 1, sets))))
+f = jax.jit(lambda a, b: [jaxgemm.fp8_gemm_nt(x, y, config=config) for x, y in zip(a, b)])
+for _ in range(3):
+    jax.block_until_ready(f(a, b))
+print("SETS", sets, jaxgemm.fp8_gemm_config(m, n, k, config=config), flush=True)
+"""
+
+
+def main(argv):
+    env = dict(os.environ, JAXGEMM_JIT_DEFINES="JAXGEMM_EXP_TIMELINE")
+    out = subprocess.run([sys.executable, "-c", CHILD, *argv], env=env, capture_output=True, text=True)
+    if out.returncode:
+        sys.exit(out.stderr[-3000:])
+    lines = out.stdout.splitlines()
+    sets_line = next(x for x in lines if x.startswith("SETS"))
+    sets = int(sets_line.split()[1])
+    print(sets_line)
+    rows = [list(map(int, x.split()[1:])) for x in lines if x.startswith("TL ")]
+    # The launches, in order: a new one starts where an entry jumps past the last exit.
+    launches, cur = [], []
+    for r in rows:
+        if cur and r[2] > max(x[5] for x in cur):
+            launches.append(cur)
+            cur = []
+        cur.append(r)
+    launches.append(cur)
+    print(f"{len(launches)} launches, {len(rows)} CTA lines; the last call's {sets}:")
+    print("  ctas | entry spread | first stage | loop end       | exit           | span us")
+    for launch in launches[-sets:]:
+        t0 = min(r[2] for r in launch)
+        us = lambda i: [(r[i] - t0) / 1e3 for r in launch]  # noqa: E731
+        entry, first, loop, exit_ = us(2), us(3), us(4), us(5)
+        med = statistics.median
+        print(f"  {len(launch):4d} | {max(entry):5.2f}        | {med(first):4.2f} / {max(first):4.2f} "
+              f"| {med(loop):5.2f} / {max(loop):5.2f} | {med(exit_):5.2f} / {max(exit_):5.2f} | {max(exit_):.2f}")
+    last = launches[-1]
+    t0 = min(r[2] for r in last)
+    by_exit = sorted(last, key=lambda r: r[5])
+    print("  last launch, CTAs by exit (block sm first_us loop_us exit_us):")
+    for r in by_exit[:3] + by_exit[-5:]:
+        print(f"    {r[0]:4d} {r[1]:4d} {(r[3] - t0) / 1e3:6.2f} {(r[4] - t0) / 1e3:6.2f} {(r[5] - t0) / 1e3:6.2f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
