@@ -1,5 +1,6 @@
 """When each CTA of an FP8 nt GEMM starts, gets its first stage, ends its main loop and
-exits (a development aid: a build with JAXGEMM_EXP_TIMELINE prints %globaltimer there).
+exits, and when its first tile's K blocks land (every 8th CTA) (a development aid: a
+build with JAXGEMM_EXP_TIMELINE prints %globaltimer there).
 
     python scripts/cta_timeline.py M N K [config-json]
 
@@ -58,6 +59,16 @@ def main(argv):
               f"| {med(loop):5.2f} / {max(loop):5.2f} | {med(exit_):5.2f} / {max(exit_):5.2f} | {max(exit_):.2f}")
     last = launches[-1]
     t0 = min(r[2] for r in last)
+    # Stage arrivals ("TS block kb ns", every 8th CTA's first tile): the last launch's.
+    stages = [list(map(int, x.split()[1:])) for x in lines if x.startswith("TS ")]
+    t_end = max(r[5] for r in last)
+    landed = {}
+    for blk, kb, ns in stages:
+        if t0 <= ns <= t_end:
+            landed.setdefault(kb, []).append((ns - t0) / 1e3)
+    if landed:
+        print("  last launch, K block i of the first tile landed at (us, median / max over CTAs):")
+        print("    " + "  ".join(f"{i}:{statistics.median(v):.2f}/{max(v):.2f}" for i, v in sorted(landed.items())))
     by_exit = sorted(last, key=lambda r: r[5])
     print("  last launch, CTAs by exit (block sm first_us loop_us exit_us):")
     for r in by_exit[:3] + by_exit[-5:]:

@@ -41,7 +41,9 @@ def main(argv):
     labels = ["heur"] + argv[1:]
     print(f"M={m}: TFLOPS of the kernel alone (mean over {CALLS} calls x sets)")
     print(f"{'N x K':>12} | " + " ".join(f"{x:>8}" for x in labels) + " | heuristic pick")
-    for n, k in SHAPES:
+    shapes = [tuple(map(int, x.split("x"))) for x in os.environ["KERNEL_SWEEP_SHAPES"].split(",")] \
+        if os.environ.get("KERNEL_SWEEP_SHAPES") else SHAPES  # e.g. 7168x2048,7168x2176
+    for n, k in shapes:
         # KERNEL_SWEEP_SETS=1: one input set, called again and again (its B stays in L2 where it fits).
         sets = int(os.environ.get("KERNEL_SWEEP_SETS", 0)) or bench._num_sets(bench._fp8_bytes(m, n, k))
         a, b = map(list, zip(*(bench._gen_fp8(s, m, n, k, False)

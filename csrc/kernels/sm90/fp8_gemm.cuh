@@ -317,7 +317,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
 
 #ifdef JAXGEMM_EXP_TIMELINE
   // A development timeline (scripts/cta_timeline.py): entry, first stage, main loop end
-  // and exit of each CTA, printed by its first math thread.
+  // and exit of each CTA, printed by its first math thread; and when the stages land.
   const uint64_t tl_entry = global_timer_ns();
 #endif
   if (threadIdx.x == 0) {
@@ -465,6 +465,18 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
         }
       }
     }
+#ifdef JAXGEMM_EXP_TIMELINE
+    else if (!RELAYOUT && threadIdx.x == NUM_MATH_THREADS + 64 && blockIdx.x % 8 == 0 && first_tile < sched.num_tiles) {
+      // An idle producer warp watches the first tile's first 32 stages land.
+      uint64_t landed[32];
+      const unsigned n = min(cta_k_blocks, 32u);
+      for (unsigned i = 0; i < n; ++i) {
+        Barrier::wait(&full[i % NUM_STAGES], (i / NUM_STAGES) & 1);
+        landed[i] = global_timer_ns();
+      }
+      for (unsigned i = 0; i < n; ++i) printf("TS %u %u %llu\n", blockIdx.x, i, (unsigned long long)landed[i]);
+    }
+#endif
   } else {
     // ------------------------------------------------------------------- math
     if constexpr (NUM_MATH_WG > 1) cutlass::arch::warpgroup_reg_alloc<MATH_REGS>();
