@@ -3,7 +3,8 @@ the heuristic's pick, at one M over the DeepSeek-V3 shapes (a development aid fo
 relayout heuristic; the benchmark's timing method).
 
     python scripts/relayout_sweep.py [M]          (default 128)
-    python scripts/relayout_sweep.py M stages     the heuristic's tiles, pipeline stages 3..7
+    python scripts/relayout_sweep.py M stages[=2,3]   the heuristic's tiles, pipeline stages 3..7
+        (or those given; the raw stages take the rest of shared memory)
     python scripts/relayout_sweep.py M '[{"layout": "nt", "block_n": 64}, {...}]' [NxK,...]
         these configs (layout nn unless given, with relayout=1 unless given; "relayout":
         null for the heuristic's own choice), on these shapes
@@ -27,7 +28,9 @@ CANDIDATES_64 = [None, {"block_m": 64, "block_n": 64}, {"block_m": 64, "block_n"
 
 def main():
     m = int(sys.argv[1]) if len(sys.argv) > 1 else 128
-    stages_mode = len(sys.argv) > 2 and sys.argv[2] == "stages"
+    stages_mode = len(sys.argv) > 2 and sys.argv[2].startswith("stages")
+    stage_counts = [int(x) for x in sys.argv[2].split("=")[1].split(",")] if stages_mode and "=" in sys.argv[2] \
+        else [3, 4, 5, 6, 7]
     given = json.loads(sys.argv[2]) if len(sys.argv) > 2 and not stages_mode else None
     shapes = [tuple(map(int, s.split("x"))) for s in sys.argv[3].split(",")] if len(sys.argv) > 3 \
         else bench.DEEPSEEK_V3_NK
@@ -44,7 +47,7 @@ def main():
         if stages_mode:
             heur = jaxgemm.fp8_gemm_config(m, n, k, layout="nn")
             pinned = {key: heur[key] for key in ("block_m", "block_n", "cluster_k", "k_split")}
-            cands = [dict(pinned, num_stages=s) for s in (3, 4, 5, 6, 7)]
+            cands = [dict(pinned, num_stages=s) for s in stage_counts]
         elif given is not None:
             cands = given
         else:
