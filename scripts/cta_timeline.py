@@ -1,8 +1,10 @@
-"""When each CTA of an FP8 nt GEMM starts, gets its first stage, ends its main loop and
-exits, and when its first tile's K blocks land (every 8th CTA) (a development aid: a
-build with JAXGEMM_EXP_TIMELINE prints %globaltimer there).
+"""When each CTA of an FP8 GEMM starts, gets its first stage, ends its main loop and
+exits, and when its first tile's K blocks land (every 8th CTA; with a relayout, when
+each stage was free, its raw MN-major block landed, its transpose was done and the math
+found it full) (a development aid: a build with JAXGEMM_EXP_TIMELINE prints
+%globaltimer there).
 
-    python scripts/cta_timeline.py M N K [config-json]
+    python scripts/cta_timeline.py M N K [layout] [config-json]     (layout nt by default)
 
 Runs the benchmark's back-to-back GEMMs over distinct input sets in a child process
 built with the define, then summarises the last call's launches: offsets in us from the
@@ -20,18 +22,24 @@ import jax
 import jaxgemm
 from jaxgemm import bench
 m, n, k = map(int, sys.argv[1:4])
-config = json.loads(sys.argv[4]) if len(sys.argv) > 4 else None
+layout = sys.argv[4] if len(sys.argv) > 4 else "nt"
+config = json.loads(sys.argv[5]) if len(sys.argv) > 5 else None
 sets = bench._num_sets(bench._fp8_bytes(m, n, k))
 a, b = map(list, zip(*(bench._gen_fp8(s, m, n, k, False) for s in bench._set_keys(jax.random.PRNGKey(0), 1, sets))))
-f = jax.jit(lambda a, b: [jaxgemm.fp8_gemm_nt(x, y, config=config) for x, y in zip(a, b)])
+a_t, b_t = bench.reference.LAYOUTS[layout]
+a = [bench._swap(x) for x in a] if a_t else a
+b = [bench._swap(x) for x in b] if b_t else b
+op = bench._FP8_OPS[layout]
+f = jax.jit(lambda a, b: [op(x, y, config=config) for x, y in zip(a, b)])
 for _ in range(3):
     jax.block_until_ready(f(a, b))
-print("SETS", sets, jaxgemm.fp8_gemm_config(m, n, k, config=config), flush=True)
+print("SETS", sets, layout, jaxgemm.fp8_gemm_config(m, n, k, layout=layout, config=config), flush=True)
 """
 
 
 def main(argv):
-    env = dict(os.environ, JAXGEMM_JIT_DEFINES="JAXGEMM_EXP_TIMELINE")
+    # Any experiment defines of the caller's, plus the timeline's.
+    env = dict(os.environ, JAXGEMM_JIT_DEFINES=(os.environ.get("JAXGEMM_JIT_DEFINES", "") + " JAXGEMM_EXP_TIMELINE").strip())
     out = subprocess.run([sys.executable, "-c", CHILD, *argv], env=env, capture_output=True, text=True)
     if out.returncode:
         sys.exit(out.stderr[-3000:])
@@ -59,16 +67,25 @@ def main(argv):
               f"| {med(loop):5.2f} / {max(loop):5.2f} | {med(exit_):5.2f} / {max(exit_):5.2f} | {max(exit_):.2f}")
     last = launches[-1]
     t0 = min(r[2] for r in last)
-    # Stage arrivals ("TS block kb ns", every 8th CTA's first tile): the last launch's.
-    stages = [list(map(int, x.split()[1:])) for x in lines if x.startswith("TS ")]
+    # Per K block of the first tile (every 8th CTA), the last launch's: "TS block kb ns"
+    # when the stage landed (an idle warp watching, no relayout); with a relayout
+    # "TR block kb free raw done" from relayout warp 0 (its stage was free, its raw block
+    # had landed, its transpose was done) and "TM block kb ns" when the math found it full.
     t_end = max(r[5] for r in last)
-    landed = {}
-    for blk, kb, ns in stages:
-        if t0 <= ns <= t_end:
-            landed.setdefault(kb, []).append((ns - t0) / 1e3)
-    if landed:
-        print("  last launch, K block i of the first tile landed at (us, median / max over CTAs):")
-        print("    " + "  ".join(f"{i}:{statistics.median(v):.2f}/{max(v):.2f}" for i, v in sorted(landed.items())))
+    series = {}
+    for tag, names in (("TS", ["landed"]), ("TR", ["stage free", "raw landed", "transposed"]),
+                       ("TM", ["math found full"])):
+        for x in lines:
+            if x.startswith(tag + " "):
+                _, kb, *times = map(int, x.split()[1:])
+                if t0 <= times[0] <= t_end:
+                    for name, ns in zip(names, times):
+                        series.setdefault(name, {}).setdefault(kb, []).append((ns - t0) / 1e3)
+    if series:
+        print("  last launch, per K block of the first tile (us, median / max over CTAs):")
+    for name, times in series.items():
+        print(f"    {name:>15}: " + "  ".join(f"{i}:{statistics.median(v):.2f}/{max(v):.2f}"
+                                          for i, v in sorted(times.items())))
     by_exit = sorted(last, key=lambda r: r[5])
     print("  last launch, CTAs by exit (block sm first_us loop_us exit_us):")
     for r in by_exit[:3] + by_exit[-5:]:

@@ -352,14 +352,16 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
       // MN-major operand arrives in a raw stage).
       constexpr unsigned STAGE_BYTES =
           (A_MN ? 0 : Layout::SMEM_A) + (B_MN ? 0 : Layout::SMEM_B) + (SFB_PER_ROW ? BLOCK_N * 4 : 0);
-      // RELAYOUT: the MN-major operands' K blocks, NUM_RAW ahead of the relayout warps:
-      // the raw stage of K block `it` is reloaded once they are done with it. Loaded
-      // here, not by the relayout warps, whose time per K block is what binds (a TMA
-      // issue cost them ~600 clocks a K block, H100, session 11).
+      // RELAYOUT: the MN-major operands' K blocks, into a ring of NUM_RAW raw stages
+      // (a raw stage is reloaded once the relayout warps are done with it). Loaded here,
+      // not by the relayout warps, whose time per K block is what binds (a TMA issue cost
+      // them ~600 clocks a K block, H100, session 11).
       unsigned load_tile = first_tile, load_kb = kb_begin, load_it = 0;
-      auto load_raw = [&]() {
-        if (cta_k_blocks == 0 || load_tile >= sched.num_tiles) return;
+      // Loads raw K block `load_it` once its raw stage is free; false when none is left.
+      auto load_raw = [&]() -> bool {
+        if (cta_k_blocks == 0 || load_tile >= sched.num_tiles) return false;
         const unsigned r = load_it % NUM_RAW;
+        if (load_it >= NUM_RAW) Barrier::wait(&raw_empty[r], ((load_it / NUM_RAW) & 1) ^ 1);
         unsigned l, m_block, n_block;
         sched.get(load_tile, rank, l, m_block, n_block);
         const int k0 = static_cast<int>(load_kb * BLOCK_K);
@@ -372,9 +374,8 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
                       p.b_batched ? static_cast<int>(l) : 0);
         ++load_it;
         if (++load_kb == kb_end) load_kb = kb_begin, load_tile += tile_stride;
+        return true;
       };
-      if constexpr (RELAYOUT)
-        for (unsigned i = 0; i < NUM_RAW; ++i) load_raw();
       unsigned it = 0;
       for (unsigned tile = first_tile; tile < sched.num_tiles; tile += tile_stride) {
         unsigned l, m_block, n_block;
@@ -408,12 +409,15 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
           // 1D1D's column scales: each CTA loads its own copy (they are small).
           if constexpr (SFB_PER_ROW)
             tma_load_3d(&p.tma_sfb, &full[s], smem_sfb + s * (Layout::SMEM_SFB / 4), n0, static_cast<int>(kb), lb);
-          // After this stage's own loads, which are needed sooner.
-          if constexpr (RELAYOUT)
-            if (it > 0) {
-              Barrier::wait(&raw_empty[(it - 1) % NUM_RAW], ((it - 1) / NUM_RAW) & 1);
-              load_raw();
+          // Raw K blocks after this stage's own loads, which are needed as soon: one per
+          // stage while the stages first fill, then NUM_RAW ahead. An SM's loads land
+          // about in the order issued, so all raw stages first would queue the first
+          // stage's A behind them (~3 us at M = 128, H100: session 13).
+          if constexpr (RELAYOUT) {
+            const unsigned raw_target = it + 1 < NUM_STAGES ? it + 1 : it + NUM_RAW;
+            while (load_it < raw_target && load_raw()) {
             }
+          }
         }
       }
       drain_pipeline<NUM_STAGES, CLUSTER>(empty, it);
@@ -431,6 +435,12 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
       const uint32_t sfa_smem0 = smem_addr(smem_sfa) + lane * 4;
       const uint32_t raw0 = smem_addr(smem_raw_stages);
       unsigned it = 0;
+#ifdef JAXGEMM_EXP_TIMELINE
+      // Relayout warp 0 keeps, per K block, when its stage was free, its raw block had
+      // landed and its transpose was done (the first 32 of the CTA).
+      uint64_t tr_free[32], tr_raw[32], tr_done[32];
+      const bool tr_keep = RELAYOUT && warp == 2 && lane == 0 && blockIdx.x % 8 == 0;
+#endif
       for (unsigned tile = first_tile; tile < sched.num_tiles; tile += tile_stride) {
         unsigned l, m_block, n_block;
         sched.get(tile, rank, l, m_block, n_block);
@@ -438,6 +448,9 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
         for (unsigned kb = kb_begin; kb < kb_end; ++kb, ++it) {
           const unsigned s = it % NUM_STAGES;
           Barrier::wait(&empty[s], ((it / NUM_STAGES) & 1) ^ 1);
+#ifdef JAXGEMM_EXP_TIMELINE
+          if (tr_keep && it < 32) tr_free[it] = global_timer_ns();
+#endif
           if (warp == 1) {
 #pragma unroll
             for (unsigned i = 0; i < BLOCK_M / 32; ++i) {
@@ -452,6 +465,9 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
             const unsigned r = it % NUM_RAW;
             const uint32_t raw = raw0 + r * Layout::SMEM_RAW;
             Barrier::wait(&raw_full[r], (it / NUM_RAW) & 1);
+#ifdef JAXGEMM_EXP_TIMELINE
+            if (tr_keep && it < 32) tr_raw[it] = global_timer_ns();
+#endif
             if constexpr (A_MN) relayout_a(raw, smem_addr(smem_a + s * Layout::SMEM_A));
             if constexpr (B_MN) relayout_b(raw + Layout::SMEM_RAW_A, smem_addr(smem_b + s * Layout::SMEM_B));
             // The warp's generic-proxy writes, made visible to WGMMA (async proxy).
@@ -461,13 +477,24 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
               Barrier::arrive(&full[s]);
               Barrier::arrive(&raw_empty[r]);
             }
+#ifdef JAXGEMM_EXP_TIMELINE
+            if (tr_keep && it < 32) tr_done[it] = global_timer_ns();
+#endif
           }
         }
       }
+#ifdef JAXGEMM_EXP_TIMELINE
+      if (tr_keep)
+        for (unsigned i = 0; i < min(it, 32u); ++i)
+          printf("TR %u %u %llu %llu %llu\n", blockIdx.x, i, (unsigned long long)tr_free[i],
+                 (unsigned long long)tr_raw[i], (unsigned long long)tr_done[i]);
+#endif
     }
 #ifdef JAXGEMM_EXP_TIMELINE
-    else if (!RELAYOUT && threadIdx.x == NUM_MATH_THREADS + 64 && blockIdx.x % 8 == 0 && first_tile < sched.num_tiles) {
-      // An idle producer warp watches the first tile's first 32 stages land.
+    else if (!RELAYOUT && threadIdx.x == NUM_MATH_THREADS + 64 && blockIdx.x % 8 == 0 &&
+             first_tile < sched.num_tiles) {
+      // An idle producer warp watches the first tile's first 32 stages land. (A relayout
+      // kernel has no idle warp: its transposers keep their own times, below.)
       uint64_t landed[32];
       const unsigned n = min(cta_k_blocks, 32u);
       for (unsigned i = 0; i < n; ++i) {
@@ -522,6 +549,10 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
     uint64_t tl_loop = 0;
     if (first_tile < sched.num_tiles && cta_k_blocks > 0) wait_barrier(full0, 0);
     const uint64_t tl_first = global_timer_ns();
+    // When the first math thread found its first 32 K blocks' stages full.
+    const bool tl_keep = RELAYOUT && warp_group == 0 && t == 0 && blockIdx.x % 8 == 0;
+    uint64_t tl_seen[32];
+    unsigned tl_seen_n = 0;
 #endif
     float final_acc[NUM_ACC];
     for (unsigned tile = first_tile; tile < sched.num_tiles; tile += tile_stride) {
@@ -566,6 +597,9 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
         blk.sb0 = sb_next[0], blk.sb1 = sb_next[1], blk.sb2 = sb_next[2];
         load_scales(min(kb + K_SPLIT, num_k_blocks - 1));
         wait_barrier(full0 + blk.stage * 8, blk.phase);
+#ifdef JAXGEMM_EXP_TIMELINE
+        if (tl_keep && tl_seen_n < 32) tl_seen[tl_seen_n++] = global_timer_ns();
+#endif
         blk.sa0 = ld_shared_f32(sfa0 + blk.stage * BLOCK_M * 4);
         blk.sa1 = ld_shared_f32(sfa0 + blk.stage * BLOCK_M * 4 + 8 * 4);
         issue_wgmma_batch<Wgmma>(desc_a0 + blk.stage * (Layout::SMEM_A / 16),
@@ -676,6 +710,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
       asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
       printf("TL %u %u %llu %llu %llu %llu\n", blockIdx.x, smid, (unsigned long long)tl_entry,
              (unsigned long long)tl_first, (unsigned long long)tl_loop, (unsigned long long)tl_exit);
+      for (unsigned i = 0; i < tl_seen_n; ++i) printf("TM %u %u %llu\n", blockIdx.x, i, (unsigned long long)tl_seen[i]);
     }
 #endif
   }
