@@ -80,6 +80,14 @@
 #include "../common/tile_scheduler.cuh"
 #include "fp8_gemm_params.h"
 
+// JAXGEMM_EXP_TIMELINE builds (scripts/cta_timeline.py) keep timestamps in the kernel
+// and print them; other builds compile these statements out.
+#ifdef JAXGEMM_EXP_TIMELINE
+#define JAXGEMM_TIMELINE(...) __VA_ARGS__
+#else
+#define JAXGEMM_TIMELINE(...)
+#endif
+
 namespace jaxgemm::sm90 {
 
 // One 128-deep K block in flight: its pipeline stage and its scales.
@@ -315,11 +323,9 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   const unsigned cta_k_blocks = kb_end - kb_begin;
   const unsigned first_tile = blockIdx.x / (CLUSTER * CLUSTER_K), tile_stride = gridDim.x / (CLUSTER * CLUSTER_K);
 
-#ifdef JAXGEMM_EXP_TIMELINE
-  // A development timeline (scripts/cta_timeline.py): entry, first stage, main loop end
-  // and exit of each CTA, printed by its first math thread; and when the stages land.
-  const uint64_t tl_entry = global_timer_ns();
-#endif
+  // The timeline: entry, first stage, main-loop end and exit of each CTA (printed by its
+  // first math thread), and when each K block's stage (and raw block) was ready.
+  JAXGEMM_TIMELINE(const uint64_t tl_entry = global_timer_ns();)
   if (threadIdx.x == 0) {
     prefetch_tma(&p.tma_a);
     prefetch_tma(&p.tma_b);
@@ -448,9 +454,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
         for (unsigned kb = kb_begin; kb < kb_end; ++kb, ++it) {
           const unsigned s = it % NUM_STAGES;
           Barrier::wait(&empty[s], ((it / NUM_STAGES) & 1) ^ 1);
-#ifdef JAXGEMM_EXP_TIMELINE
-          if (tr_keep && it < 32) tr_free[it] = global_timer_ns();
-#endif
+          JAXGEMM_TIMELINE(if (tr_keep && it < 32) tr_free[it] = global_timer_ns();)
           if (warp == 1) {
 #pragma unroll
             for (unsigned i = 0; i < BLOCK_M / 32; ++i) {
@@ -465,9 +469,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
             const unsigned r = it % NUM_RAW;
             const uint32_t raw = raw0 + r * Layout::SMEM_RAW;
             Barrier::wait(&raw_full[r], (it / NUM_RAW) & 1);
-#ifdef JAXGEMM_EXP_TIMELINE
-            if (tr_keep && it < 32) tr_raw[it] = global_timer_ns();
-#endif
+            JAXGEMM_TIMELINE(if (tr_keep && it < 32) tr_raw[it] = global_timer_ns();)
             if constexpr (A_MN) relayout_a(raw, smem_addr(smem_a + s * Layout::SMEM_A));
             if constexpr (B_MN) relayout_b(raw + Layout::SMEM_RAW_A, smem_addr(smem_b + s * Layout::SMEM_B));
             // The warp's generic-proxy writes, made visible to WGMMA (async proxy).
@@ -477,9 +479,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
               Barrier::arrive(&full[s]);
               Barrier::arrive(&raw_empty[r]);
             }
-#ifdef JAXGEMM_EXP_TIMELINE
-            if (tr_keep && it < 32) tr_done[it] = global_timer_ns();
-#endif
+            JAXGEMM_TIMELINE(if (tr_keep && it < 32) tr_done[it] = global_timer_ns();)
           }
         }
       }
@@ -597,9 +597,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
         blk.sb0 = sb_next[0], blk.sb1 = sb_next[1], blk.sb2 = sb_next[2];
         load_scales(min(kb + K_SPLIT, num_k_blocks - 1));
         wait_barrier(full0 + blk.stage * 8, blk.phase);
-#ifdef JAXGEMM_EXP_TIMELINE
-        if (tl_keep && tl_seen_n < 32) tl_seen[tl_seen_n++] = global_timer_ns();
-#endif
+        JAXGEMM_TIMELINE(if (tl_keep && tl_seen_n < 32) tl_seen[tl_seen_n++] = global_timer_ns();)
         blk.sa0 = ld_shared_f32(sfa0 + blk.stage * BLOCK_M * 4);
         blk.sa1 = ld_shared_f32(sfa0 + blk.stage * BLOCK_M * 4 + 8 * 4);
         issue_wgmma_batch<Wgmma>(desc_a0 + blk.stage * (Layout::SMEM_A / 16),
@@ -665,9 +663,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
         }
       });
 
-#ifdef JAXGEMM_EXP_TIMELINE
-      tl_loop = global_timer_ns();
-#endif
+      JAXGEMM_TIMELINE(tl_loop = global_timer_ns();)
       if constexpr (K_SPLIT > 1) {
         // The K slices' sums meet in the first slice's registers; the second barrier
         // keeps the next tile from overwriting them before they are read.
