@@ -20,6 +20,8 @@ seconds there); the config checks still cover every shape.
 
 One instance of each kind, and the transpose, also compiles with NVRTC (the JIT's fast
 cold path), where libnvrtc is found (the toolkit's or the nvidia-cuda-nvrtc wheel's).
+The development timeline build (JAXGEMM_EXP_TIMELINE) of an NT and a relayout FP8
+instance compiles too, so that the tool does not rot.
 
 Skipped where nvcc is not found (JAXGEMM_JIT_NVCC_COMPILER or <cuda_home>/bin/nvcc);
 the SASS checks are skipped where cuobjdump (and nvdisasm beside it) is not found.
@@ -488,6 +490,20 @@ def test_transpose_bytes_kernel(jit_cache):
     assert count(r"\bLDS ") == 16 and count(r"\bSTG\.E\.128\b") == 4, sass
     assert count(r"\bPRMT\b") == 32, sass
     _assert_no_local_memory(sass)
+
+
+@needs_nvcc
+@pytest.mark.parametrize("kind", ["fp8_1d2d", "fp8_nn"])
+def test_timeline_build_compiles(jit_cache, monkeypatch, kind):
+    """The development timeline (JAXGEMM_EXP_TIMELINE, scripts/cta_timeline.py) still
+    builds, for an NT kernel and one with the in-kernel relayout (at M = 128 the heuristic
+    relays B out), and prints: the define reaches the kernel."""
+    cfg = _heuristic(kind, 128, 7168, 2048)
+    assert kind != "fp8_nn" or cfg["b_mn_major"], cfg
+    monkeypatch.setenv("JAXGEMM_JIT_DEFINES", "JAXGEMM_EXP_TIMELINE")
+    path, hit, _ = _compile("sm90_fp8_gemm", _source(kind, cfg))
+    assert not hit
+    assert b"vprintf" in pathlib.Path(path).read_bytes(), "the timeline build prints nothing"
 
 
 # ----------------------------------------------------------------------------- NVRTC
