@@ -264,9 +264,9 @@ def _measure(errors, name, flops, fn, args, *, check=None, carry=None):
 def bench_fp8(m, n, k, key, config=None, xla_bf16=None) -> dict:
     """fp8_gemm_{nt,nn,tn,tt} and the XLA FP8 baselines; TFLOPS. `xla_bf16` (TFLOPS of
     XLA's bf16 nt dot, timed with the BF16 section's inputs) is reported alongside."""
-    sets = _num_sets(_fp8_bytes(m, n, k))
+    a, b = _sweep_operands(m, n, k, key)
+    sets = len(a)
     flops = 2.0 * m * n * k * sets
-    a, b = map(list, zip(*(_gen_fp8(s, m, n, k, False) for s in _set_keys(key, 1, sets))))
     want = _ref_fp8(a[0], b[0])
     r = {"sets": sets, "calc_diff": {}, "errors": {}}
     # Operands as stored in each layout: a "t" A is [K, M] with scales [ceil(K/128), M],
@@ -366,8 +366,10 @@ def bench_bf16(m, n, k, key, config=None, jaxgemm_ops=True) -> dict:
 
 # ----------------------------------------------------------------------------- sweep
 
-def _sweep_operands(m, n, k, key):
-    sets = _num_sets(_fp8_bytes(m, n, k))
+def _sweep_operands(m, n, k, key, sets=None):
+    """[[A...], [B...]]: the FP8 section's input sets for an nt GEMM (A per token, B per
+    128x128 block), as many as the benchmark uses unless `sets` says."""
+    sets = sets or _num_sets(_fp8_bytes(m, n, k))
     return list(map(list, zip(*(_gen_fp8(s, m, n, k, False) for s in _set_keys(key, 1, sets)))))
 
 

@@ -10,7 +10,6 @@ Runs the benchmark's back-to-back GEMMs over distinct input sets in a child proc
 built with the define, then summarises the last call's launches: offsets in us from the
 launch's first CTA entry, as median / max over its CTAs.
 """
-import json
 import os
 import statistics
 import subprocess
@@ -24,8 +23,8 @@ from jaxgemm import bench
 m, n, k = map(int, sys.argv[1:4])
 layout = sys.argv[4] if len(sys.argv) > 4 else "nt"
 config = json.loads(sys.argv[5]) if len(sys.argv) > 5 else None
-sets = bench._num_sets(bench._fp8_bytes(m, n, k))
-a, b = map(list, zip(*(bench._gen_fp8(s, m, n, k, False) for s in bench._set_keys(jax.random.PRNGKey(0), 1, sets))))
+a, b = bench._sweep_operands(m, n, k, jax.random.PRNGKey(0))
+sets = len(a)
 a_t, b_t = bench.reference.LAYOUTS[layout]
 a = [bench._swap(x) for x in a] if a_t else a
 b = [bench._swap(x) for x in b] if b_t else b

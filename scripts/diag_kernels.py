@@ -48,8 +48,8 @@ def main(argv):
     layouts = argv[3:] or ["nt", "tt"]
     out_dir = os.environ.get("OUT", "gpu-out")
     os.makedirs(out_dir, exist_ok=True)
-    sets = bench._num_sets(bench._fp8_bytes(m, n, k))
-    a, b = map(list, zip(*(bench._gen_fp8(s, m, n, k, False) for s in bench._set_keys(jax.random.PRNGKey(0), 1, sets))))
+    a, b = bench._sweep_operands(m, n, k, jax.random.PRNGKey(0))
+    sets = len(a)
     a_km, b_kn = [bench._swap(p) for p in a], [bench._swap(p) for p in b]
     a_sk = [(x, s.T) for x, s in a]  # A scales stored [kb, M]
     zero = jnp.zeros((), jnp.uint8)

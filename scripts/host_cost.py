@@ -82,8 +82,8 @@ def main(argv):
     time_encode()
     shapes = [tuple(map(int, argv[i:i + 3])) for i in range(0, len(argv), 3)] or [(128, 2112, 7168), (128, 4096, 7168)]
     for m, n, k in shapes:
-        sets = bench._num_sets(bench._fp8_bytes(m, n, k))
-        a, b = map(list, zip(*(bench._gen_fp8(s, m, n, k, False) for s in bench._set_keys(jax.random.PRNGKey(0), 1, sets))))
+        a, b = bench._sweep_operands(m, n, k, jax.random.PRNGKey(0))
+        sets = len(a)
         f = jax.jit(lambda a, b: [jaxgemm.fp8_gemm_nt(x, y) for x, y in zip(a, b)])
         sa, sb = [jnp.max(x[1]) for x in a], [jnp.max(y[1]) for y in b]
 

@@ -22,7 +22,6 @@ from jaxgemm import bench
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from diag_kernels import gpu_kernel_events  # noqa: E402
 
-SHAPES = [(2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168), (7168, 2048)]
 CALLS = 3
 
 
@@ -42,12 +41,11 @@ def main(argv):
     print(f"M={m}: TFLOPS of the kernel alone (mean over {CALLS} calls x sets)")
     print(f"{'N x K':>12} | " + " ".join(f"{x:>8}" for x in labels) + " | heuristic pick")
     shapes = [tuple(map(int, x.split("x"))) for x in os.environ["KERNEL_SWEEP_SHAPES"].split(",")] \
-        if os.environ.get("KERNEL_SWEEP_SHAPES") else SHAPES  # e.g. 7168x2048,7168x2176
+        if os.environ.get("KERNEL_SWEEP_SHAPES") else bench.DEEPSEEK_V3_NK  # e.g. 7168x2048,7168x2176
     for n, k in shapes:
         # KERNEL_SWEEP_SETS=1: one input set, called again and again (its B stays in L2 where it fits).
-        sets = int(os.environ.get("KERNEL_SWEEP_SETS", 0)) or bench._num_sets(bench._fp8_bytes(m, n, k))
-        a, b = map(list, zip(*(bench._gen_fp8(s, m, n, k, False)
-                               for s in bench._set_keys(jax.random.PRNGKey(0), 1, sets))))
+        a, b = bench._sweep_operands(m, n, k, jax.random.PRNGKey(0), int(os.environ.get("KERNEL_SWEEP_SETS", 0)))
+        sets = len(a)
         fns = [jax.jit(lambda a, b, c=c: [jaxgemm.fp8_gemm_nt(x, y, config=c) for x, y in zip(a, b)])
                for c in configs]
         ok = []

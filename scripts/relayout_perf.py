@@ -21,9 +21,9 @@ def main():
     for m in ms:
         ratios = {}
         for n, k in bench.DEEPSEEK_V3_NK:
-            sets = bench._num_sets(bench._fp8_bytes(m, n, k))
+            a, b = bench._sweep_operands(m, n, k, key)
+            sets = len(a)
             flops = 2.0 * m * n * k * sets
-            a, b = map(list, zip(*(bench._gen_fp8(s, m, n, k, False) for s in bench._set_keys(key, 1, sets))))
             a_km, b_kn = [bench._swap(p) for p in a], [bench._swap(p) for p in b]
             row = {}
             for layout in bench.LAYOUTS:

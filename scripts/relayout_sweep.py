@@ -36,9 +36,9 @@ def main():
         else bench.DEEPSEEK_V3_NK
     key = jax.random.PRNGKey(0)
     for n, k in shapes:
-        sets = bench._num_sets(bench._fp8_bytes(m, n, k))
+        a, b = bench._sweep_operands(m, n, k, key)
+        sets = len(a)
         flops = 2.0 * m * n * k * sets
-        a, b = map(list, zip(*(bench._gen_fp8(s, m, n, k, False) for s in bench._set_keys(key, 1, sets))))
         a_km, b_kn = [bench._swap(p) for p in a], [bench._swap(p) for p in b]
         row = []
         nt = jax.jit(lambda a, b: [jaxgemm.fp8_gemm_nt(x, y) for x, y in zip(a, b)])

@@ -27,7 +27,9 @@
 // 9 found neither halving the instructions per step nor two steps in flight faster,
 // while a TMA issue on the transposers' path bound (fp8_gemm.cuh). Retried in session
 // 12 with that fixed: two steps in flight (all 32 loads first) spill at the producer's
-// 72 registers and ran 2-20% slower at M = 128 over the DeepSeek-V3 shapes.
+// 72 registers and ran 2-20% slower at M = 128 over the DeepSeek-V3 shapes; in session
+// 13 with the registers for them (math on one accumulator set, 184 / 136), 0-4% faster,
+// within the spread: a step's latency is not what binds.
 #pragma once
 
 // (No <cstdint>: NVRTC has no C++ standard headers; the CUDA headers behind
