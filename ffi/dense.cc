@@ -26,6 +26,7 @@ namespace jaxgemm::ffi_handlers {
 struct GemmAttrs {
   int32_t block_m, block_n, num_stages, store_n, group_n, num_sms, cluster_m, cluster_n, k_split, cluster_k, pingpong;
   int32_t sfb_per_row, a_mn_major, b_mn_major, out_bytes, c_bytes;
+  int32_t swap_ab;       // FP8: the kernel computes D^T (GemmKind::swap_ab)
   int32_t sfa_mn_major;  // FP8: A's scales are [L, ceil(K/128), M] (a launch stride, not a kernel variant)
 };
 
@@ -40,7 +41,8 @@ XLA_FFI_REGISTER_STRUCT_ATTR_DECODING(
     ::xla::ffi::StructMember<int32_t>("cluster_k"), ::xla::ffi::StructMember<int32_t>("pingpong"),
     ::xla::ffi::StructMember<int32_t>("sfb_per_row"), ::xla::ffi::StructMember<int32_t>("a_mn_major"),
     ::xla::ffi::StructMember<int32_t>("b_mn_major"), ::xla::ffi::StructMember<int32_t>("out_bytes"),
-    ::xla::ffi::StructMember<int32_t>("c_bytes"), ::xla::ffi::StructMember<int32_t>("sfa_mn_major"));
+    ::xla::ffi::StructMember<int32_t>("c_bytes"), ::xla::ffi::StructMember<int32_t>("swap_ab"),
+    ::xla::ffi::StructMember<int32_t>("sfa_mn_major"));
 
 namespace jaxgemm::ffi_handlers {
 
@@ -60,6 +62,7 @@ GemmConfig config_from_attrs(const GemmAttrs& a) {
   c.kind.b_mn_major = a.b_mn_major != 0;
   c.kind.out_bytes = a.out_bytes;
   c.kind.c_bytes = a.c_bytes;
+  c.kind.swap_ab = a.swap_ab != 0;
   c.block_m = a.block_m;
   c.block_n = a.block_n;
   c.num_stages = a.num_stages;

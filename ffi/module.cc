@@ -45,6 +45,7 @@ nb::dict config_to_dict(const heuristics::GemmConfig& c) {
   d["b_mn_major"] = int(c.kind.b_mn_major);
   d["out_bytes"] = c.kind.out_bytes;
   d["c_bytes"] = c.kind.c_bytes;
+  d["swap_ab"] = int(c.kind.swap_ab);
   return d;
 }
 
@@ -60,6 +61,7 @@ heuristics::GemmConfig config_from_dict(const nb::dict& d, bool bf16) {
   c.kind.b_mn_major = get_int(d, "b_mn_major", 0) != 0;
   c.kind.out_bytes = get_int(d, "out_bytes", 2);
   c.kind.c_bytes = get_int(d, "c_bytes", 0);
+  c.kind.swap_ab = get_int(d, "swap_ab", 0) != 0;
   c.block_m = nb::cast<int>(d["block_m"]);
   c.block_n = nb::cast<int>(d["block_n"]);
   c.num_stages = nb::cast<int>(d["num_stages"]);
@@ -161,15 +163,15 @@ NB_MODULE(_C, m) {
   m.def(
       "fp8_gemm_config",
       [](int64_t m_, int64_t n, int64_t k, int64_t batches, int num_sms, bool sfb_per_row, int out_bytes,
-         int c_bytes, int smem_capacity, bool a_mn_major, bool b_mn_major, int relayout) {
+         int c_bytes, int smem_capacity, bool a_mn_major, bool b_mn_major, int relayout, int swap_ab) {
         const auto kind = make_kind(sfb_per_row, a_mn_major, b_mn_major, out_bytes, c_bytes);
         return config_to_dict(
-            heuristics::select_fp8_gemm_config(m_, n, k, batches, num_sms, kind, smem_capacity, relayout));
+            heuristics::select_fp8_gemm_config(m_, n, k, batches, num_sms, kind, smem_capacity, relayout, swap_ab));
       },
       nb::arg("m"), nb::arg("n"), nb::arg("k"), nb::arg("batches"), nb::arg("num_sms"),
       nb::arg("sfb_per_row") = false, nb::arg("out_bytes") = 2, nb::arg("c_bytes") = 0,
       nb::arg("smem_capacity") = 232448, nb::arg("a_mn_major") = false, nb::arg("b_mn_major") = false,
-      nb::arg("relayout") = -1);
+      nb::arg("relayout") = -1, nb::arg("swap_ab") = 0);
 
   m.def(
       "bf16_gemm_config",

@@ -17,6 +17,9 @@ struct GemmKind {
   bool b_mn_major = false;
   int out_bytes = 2;         // D: 2 = bf16, 4 = f32
   int c_bytes = 0;           // C: 0 = none, 2 = bf16, 4 = f32
+  // FP8 with B MN-major: the kernel computes D^T = B^T A^T, B in WGMMA's register
+  // operand (kernels/sm90/fp8_gemm.cuh, SWAP_AB). block_m then tiles N, block_n M.
+  bool swap_ab = false;
 };
 
 struct GemmConfig {
@@ -45,7 +48,8 @@ struct GemmConfig {
     s << "block_m=" << block_m << " block_n=" << block_n << " stages=" << num_stages << " store_n=" << store_n
       << " group_n=" << group_n << " sms=" << num_sms << " cluster_m=" << cluster_m << " cluster_n=" << cluster_n << " k_split=" << k_split << " cluster_k=" << cluster_k << " pingpong=" << pingpong << " smem=" << smem_bytes
       << " sfb_per_row=" << kind.sfb_per_row << " a_mn_major=" << kind.a_mn_major
-      << " b_mn_major=" << kind.b_mn_major << " out_bytes=" << kind.out_bytes << " c_bytes=" << kind.c_bytes;
+      << " b_mn_major=" << kind.b_mn_major << " out_bytes=" << kind.out_bytes << " c_bytes=" << kind.c_bytes
+      << " swap_ab=" << kind.swap_ab;
     return s.str();
   }
 };

@@ -18,12 +18,15 @@ namespace jaxgemm::heuristics {
 // Bytes of one pipeline stage: A, B, A's scales and (1D1D) B's scales, padded for TMA.
 inline int fp8_gemm_stage_bytes(int block_m, int block_n, const GemmKind& kind) {
   const int sfb = kind.sfb_per_row ? (block_n * 4 + 127) / 128 * 128 : 0;
-  return block_m * 128 + block_n * 128 + block_m * 4 + sfb;
+  // swap_ab: the scales of the tile's columns (the caller's A rows), in whole warps.
+  const int sfa = kind.swap_ab ? (block_n + 31) / 32 * 32 * 4 : block_m * 4;
+  return block_m * 128 + block_n * 128 + sfa + sfb;
 }
 
 // Bytes of one raw stage: the K block of each MN-major operand as TMA brings it, before
 // the kernel transposes it into a pipeline stage (0: nothing to transpose).
 inline int fp8_gemm_raw_bytes(int block_m, int block_n, const GemmKind& kind) {
+  if (kind.swap_ab) return 0;  // its MN-major B goes to registers, not through a relayout
   return (kind.a_mn_major ? block_m * 128 : 0) + (kind.b_mn_major ? block_n * 128 : 0);
 }
 
@@ -120,9 +123,12 @@ inline int fp8_gemm_fixed_bytes(int block_m, int block_n, int k_split, int clust
 // cluster_k, a CTA stages only its block_n / cluster_k columns of the output).
 inline int fp8_gemm_smem_bytes(int block_m, int block_n, int stages, const GemmKind& kind = {}, int k_split = 1,
                                int cluster_k = 1, int raw_stages = 0) {
-  return gemm_smem_bytes(
-      block_m, block_n / cluster_k, stages, fp8_gemm_stage_bytes(block_m, block_n, kind), kind.out_bytes,
-      fp8_gemm_fixed_bytes(block_m, block_n, k_split, cluster_k, raw_stages, fp8_gemm_raw_bytes(block_m, block_n, kind)));
+  const int per_stage = fp8_gemm_stage_bytes(block_m, block_n, kind);
+  const int fixed =
+      fp8_gemm_fixed_bytes(block_m, block_n, k_split, cluster_k, raw_stages, fp8_gemm_raw_bytes(block_m, block_n, kind));
+  // swap_ab always stages the whole tile (its transposed store has no ring).
+  if (kind.swap_ab) return 1024 + fixed + block_m * (block_n / cluster_k) * kind.out_bytes + stages * (per_stage + 16);
+  return gemm_smem_bytes(block_m, block_n / cluster_k, stages, per_stage, kind.out_bytes, fixed);
 }
 
 // The raw stages of a config: as many as fit beside its pipeline stages (up to
@@ -164,20 +170,48 @@ inline void deepen_fp8_gemm(GemmConfig& c, int smem_capacity) {
 }
 
 inline bool fp8_gemm_epilogue_ring(const GemmConfig& c) {
-  return epilogue_ring(c.block_m, c.out_block_n(), c.num_stages, fp8_gemm_stage_bytes(c.block_m, c.block_n, c.kind),
+  return !c.kind.swap_ab && epilogue_ring(c.block_m, c.out_block_n(), c.num_stages, fp8_gemm_stage_bytes(c.block_m, c.block_n, c.kind),
                        c.kind.out_bytes,
                        fp8_gemm_fixed_bytes(c.block_m, c.block_n, c.k_split, c.cluster_k, fp8_gemm_raw_stages(c),
                                             fp8_gemm_raw_bytes(c.block_m, c.block_n, c.kind)));
 }
 
+// The swapped kernel (GemmKind::swap_ab): for B stored [K, N] at M <= 128, D^T = B^T
+// A^T with B in WGMMA's register operand, so B is never transposed. Its tiles are 64
+// rows of N by all of M (rounded up to 16), K on two warpgroups, and K split over 2
+// or 4 CTAs where that still fits one wave and leaves each CTA 8 K blocks per split.
+inline bool fp8_gemm_swap_fits(int64_t m, int64_t n, const GemmKind& stored) {
+  return stored.b_mn_major && !stored.sfb_per_row && m <= 128 && n % 16 == 0;
+}
+inline GemmConfig select_fp8_gemm_swap_config(int64_t m, int64_t n, int64_t k, int64_t batches, int num_sms,
+                                              GemmKind kind, int smem_capacity) {
+  kind.swap_ab = true;
+  kind.a_mn_major = false;  // A is transposed first where it is stored [K, M]
+  kind.b_mn_major = true;
+  const int block_n = ceil_div(m, 16) * 16;
+  const int64_t tiles = batches * ceil_div(n, 64);
+  const int k_blocks = ceil_div(k, 128);
+  int cluster_k = 1;
+  for (int ck : {2, 4})
+    if (tiles * ck <= num_sms && k_blocks >= 8 * ck && block_n % (16 * ck) == 0) cluster_k = ck;
+  GemmConfig c = candidate(kind, 64, block_n, 1, 0, num_sms, tiles * cluster_k);
+  c.k_split = 2;
+  c.cluster_k = cluster_k;
+  c.store_n = store_width(c.out_block_n(), kind.out_bytes);
+  deepen_fp8_gemm(c, smem_capacity);
+  return c;
+}
+
 // `stored`: the operands' majors as the caller stored them; the returned config's
 // kind says which of those the kernel transposes (fp8_gemm_relayout_kind; `relayout`
-// 0 or 1 pins that choice).
+// 0 or 1 pins that choice) or whether it computes D^T (`swap_ab` 0 or 1 pins that).
 inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_t batches, int num_sms,
                                          const GemmKind& stored = {}, int smem_capacity = kSmemCapacity,
-                                         int relayout = -1) {
+                                         int relayout = -1, int swap_ab = 0) {
   if (m <= 0 || n <= 0 || k <= 0 || batches <= 0 || num_sms <= 0)
     throw std::invalid_argument("select_fp8_gemm_config: sizes must be positive");
+  if (swap_ab == 1 && relayout != 0 && fp8_gemm_swap_fits(m, n, stored))
+    return select_fp8_gemm_swap_config(m, n, k, batches, num_sms, stored, smem_capacity);
   const NarrowRelayout narrow = fp8_gemm_narrow_relayout(m, n, k, batches, num_sms);
   const GemmKind kind = fp8_gemm_relayout_kind(stored, m, n, k, narrow.block_n > 0, relayout);
   const int num_k_blocks = ceil_div(k, 128);

@@ -25,7 +25,9 @@ struct Sm90Fp8Gemm {
     src += "#include <sm90/fp8_gemm.cuh>\n";
     src += wgmma_ext_include(c.block_n);
     src += "\n";
-    src += "using Wgmma = cute::SM90::GMMA::MMA_64x" + bn + "x32_F32E4M3E4M3_SS_TN<>;\n\n";
+    // swap_ab: A (the caller's B) comes from registers.
+    src += "using Wgmma = cute::SM90::GMMA::MMA_64x" + bn + "x32_F32E4M3E4M3_" + (c.kind.swap_ab ? "RS" : "SS") +
+           "_TN<>;\n\n";
     src += "extern \"C\" __global__ void __launch_bounds__(" + std::to_string(c.num_threads()) + ", 1)\n";
     src += std::string(kSymbol) + "(const __grid_constant__ jaxgemm::Fp8GemmParams params) {\n";
     src += "  jaxgemm::sm90::fp8_gemm<Wgmma, " + std::to_string(c.block_m) + ", " + bn + ", " +
@@ -34,8 +36,9 @@ struct Sm90Fp8Gemm {
            std::to_string(c.k_split) + ", " + std::to_string(c.cluster_k) + ", " +
            bool_str(c.kind.sfb_per_row) + ", " +
            std::to_string(c.kind.out_bytes) + ", " + std::to_string(c.kind.c_bytes) + ", " +
-           bool_str(heuristics::fp8_gemm_epilogue_ring(c)) + ", " + bool_str(c.kind.a_mn_major) + ", " +
-           bool_str(c.kind.b_mn_major) + ", " + std::to_string(heuristics::fp8_gemm_raw_stages(c)) + ">(params);\n}\n";
+           bool_str(heuristics::fp8_gemm_epilogue_ring(c)) + ", " + bool_str(c.kind.a_mn_major && !c.kind.swap_ab) +
+           ", " + bool_str(c.kind.b_mn_major && !c.kind.swap_ab) + ", " +
+           std::to_string(heuristics::fp8_gemm_raw_stages(c)) + ", " + bool_str(c.kind.swap_ab) + ">(params);\n}\n";
     return src;
   }
 
@@ -77,6 +80,17 @@ struct Sm90Fp8Gemm {
     jit::TmaTensor d{ob == 4 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT32 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, x.d, 3,
                      {x.n, x.m, x.batches}, {uint64_t(x.n) * ob, uint64_t(x.m) * x.n * ob},
                      {uint32_t(c.store_n), 64, 1}, jit::swizzle_for_span(uint32_t(c.store_n * ob))};
+    if (c.kind.swap_ab) {
+      // The kernel computes D^T: its rows are N (A: the caller's B, [Lb, K, N] as stored,
+      // 128B-swizzled for the fragment loads), its columns M (B: the caller's A,
+      // [L, M, K]); D [L, M, N] is stored from transposed 128-byte chunks.
+      a = jit::TmaTensor{CU_TENSOR_MAP_DATA_TYPE_UINT8, x.b, 3, {x.n, x.k, lb}, {x.n, nk},
+                         {uint32_t(c.block_m), 128, 1}, CU_TENSOR_MAP_SWIZZLE_128B};
+      b = jit::TmaTensor{CU_TENSOR_MAP_DATA_TYPE_UINT8, x.a, 3, {x.k, x.m, x.batches}, {x.k, mk},
+                         {128, uint32_t(c.block_n), 1}, CU_TENSOR_MAP_SWIZZLE_128B};
+      d.box = {uint32_t(128 / ob), uint32_t(c.out_block_n()), 1};
+      d.swizzle = CU_TENSOR_MAP_SWIZZLE_128B;
+    }
     CUresult r;
     if ((r = jit::encode_tma(reinterpret_cast<CUtensorMap*>(&p->tma_a), a)) != CUDA_SUCCESS) return r;
     if ((r = jit::encode_tma(reinterpret_cast<CUtensorMap*>(&p->tma_b), b)) != CUDA_SUCCESS) return r;
@@ -93,8 +107,8 @@ struct Sm90Fp8Gemm {
     p->sfa_row_stride = x.sfa_mn_major ? 1u : unsigned(kb);
     p->sfa_kb_stride = x.sfa_mn_major ? x.m : 1u;
     p->c = x.c;
-    p->m = x.m;
-    p->n = x.n;
+    p->m = c.kind.swap_ab ? x.n : x.m;  // the kernel's rows and columns
+    p->n = c.kind.swap_ab ? x.m : x.n;
     p->k = x.k;
     p->num_batches = x.batches;
     p->b_batched = x.b_batched;

@@ -37,9 +37,11 @@ __all__ = ["GemmSpec", "gemm_p", "gemm_config", "CONFIG_KEYS", "normalize_config
 
 SMEM_CAPACITY = 232448  # bytes of shared memory one SM90 block may use
 CONFIG_KEYS = ("block_m", "block_n", "num_stages", "store_n", "group_n", "num_sms", "cluster_m", "cluster_n",
-               "k_split", "cluster_k", "pingpong", "relayout")
+               "k_split", "cluster_k", "pingpong", "relayout", "swap_ab")
 # Config keys that only the lowering reads (the kernel's form of them is in its kind).
 _LOWERING_KEYS = ("relayout",)
+# Config keys the heuristic takes as a choice to honour, still picking the tiles.
+_HEURISTIC_KEYS = ("relayout", "swap_ab")
 _KIND_KEYS = ("sfb_per_row", "a_mn_major", "b_mn_major", "out_bytes", "c_bytes")
 _FFI_TARGETS = {"fp8": "jaxgemm_fp8_gemm", "bf16": "jaxgemm_bf16_gemm"}
 
@@ -139,6 +141,7 @@ _CONFIG_RULES = {
     "cluster_k": (lambda v: v in (1, 2, 4, 8), "1, 2, 4 or 8"),
     "pingpong": (lambda v: v in (0, 1), "0 or 1"),
     "relayout": (lambda v: v in (0, 1), "0 or 1"),
+    "swap_ab": (lambda v: v in (0, 1), "0 or 1"),
 }
 
 
@@ -176,6 +179,22 @@ def _pin_relayout(spec: GemmSpec, cfg: dict, overrides: dict, op_name: str):
     cfg["relayout"] = int(cfg["a_mn_major"] or cfg["b_mn_major"])
 
 
+def _check_swap_ab(spec: GemmSpec, cfg: dict, overrides: dict, op_name: str, m: int, n: int):
+    """A pinned swap_ab=1: the FP8 kernel computes D^T with B (stored [K, N]) as its
+    register operand, so it reads B as stored and A K-major."""
+    if spec.op != "fp8" or not spec.b_stored_mn_major or spec.sfb_per_row:
+        raise ValueError(f"{op_name}: config swap_ab=1 (D^T = B^T A^T, B read into registers) is "
+                         "for the FP8 GEMMs whose B is stored [K, N] (layouts nn, tn), with 128x128 B scales")
+    if "relayout" in overrides or m > 128 or cfg["block_n"] > 128 or \
+            cfg.get("cluster_m", 1) * cfg.get("cluster_n", 1) != 1:
+        raise ValueError(f"{op_name}: config swap_ab=1 reads B as stored (leave relayout unset), at "
+                         "M <= 128, with block_n (the tile's columns, over M) at most 128 and no multicast")
+    if n % 16:
+        raise ValueError(f"{op_name}: config swap_ab=1 needs N a multiple of 16: TMA reads B's "
+                         "[K, N] rows in 16-byte units")
+    cfg["a_mn_major"], cfg["b_mn_major"], cfg["relayout"] = 0, 1, 1
+
+
 def gemm_config(spec: GemmSpec, m: int, n: int, k: int, batches: int = 1, *,
                 num_sms: int | None = None) -> dict:
     """The kernel config for a shape: the heuristic's pick, with `spec.config`'s overrides.
@@ -196,7 +215,8 @@ def gemm_config(spec: GemmSpec, m: int, n: int, k: int, batches: int = 1, *,
                                        kind["out_bytes"], kind["c_bytes"],
                                        a_mn_major=spec.a_stored_mn_major,
                                        b_mn_major=spec.b_stored_mn_major,
-                                       relayout=overrides.get("relayout", -1)))
+                                       relayout=overrides.get("relayout", -1),
+                                       swap_ab=overrides.get("swap_ab", 0)))
         cfg["relayout"] = int(cfg["a_mn_major"] or cfg["b_mn_major"])
     else:
         cfg = dict(ext.bf16_gemm_config(m, n, k, batches, num_sms, bool(kind["a_mn_major"]),
@@ -205,18 +225,20 @@ def gemm_config(spec: GemmSpec, m: int, n: int, k: int, batches: int = 1, *,
     if not overrides:
         return cfg
     cfg.update(overrides)
+    if cfg.get("swap_ab"):
+        _check_swap_ab(spec, cfg, overrides, op_name, m, n)
     _pin_relayout(spec, cfg, overrides, op_name)
-    if set(overrides) <= set(_LOWERING_KEYS):
-        return cfg  # the heuristic's tiles, as it picked them for this relayout
+    if set(overrides) <= set(_HEURISTIC_KEYS):
+        return cfg  # the heuristic's tiles, as it picked them for this relayout or swap
     if spec.op == "bf16" and spec.b_mn_major and cfg["block_n"] % (64 * cfg.get("cluster_m", 1)):
         raise ValueError(f"{op_name}: config block_n={cfg['block_n']} must be a multiple of 64 "
                          "(128 with cluster_m=2) when B is MN-major")
     for key in ("cluster_m", "cluster_n", "cluster_k"):
         if key not in overrides:
             cfg[key] = 1  # with a pinned config, clusters only where asked for
-    cfg.setdefault("pingpong", 0)
-    if "pingpong" not in overrides:
-        cfg["pingpong"] = 0  # and ping-pong too
+    for key in ("pingpong", "swap_ab"):
+        if key not in overrides:
+            cfg[key] = 0  # and ping-pong or the swapped kernel too
     if cfg["cluster_m"] * cfg["cluster_n"] > 2:
         raise ValueError(f"{op_name}: config {overrides}: a cluster pairs CTAs along M (cluster_m=2, "
                          "B multicast) or along N (cluster_n=2, A multicast), not both")
@@ -252,8 +274,9 @@ def gemm_config(spec: GemmSpec, m: int, n: int, k: int, batches: int = 1, *,
     cluster_m, cluster_n = cfg["cluster_m"], cfg["cluster_n"]
     cluster = cluster_m * cluster_n * cluster_k
     if "num_sms" not in overrides:  # every CTA of every cluster that has a tile
-        units = (batches * ceil_div(m, cfg["block_m"] * cluster_m)
-                 * ceil_div(ceil_div(n, cfg["block_n"]), cluster_n))
+        rows, cols = (n, m) if cfg["swap_ab"] else (m, n)  # swap_ab tiles D^T
+        units = (batches * ceil_div(rows, cfg["block_m"] * cluster_m)
+                 * ceil_div(ceil_div(cols, cfg["block_n"]), cluster_n))
         cfg["num_sms"] = min(num_sms // cluster * cluster, units * cluster)
     if cfg["num_sms"] % cluster != 0 or cfg["block_n"] % (8 * cluster_m) != 0:
         raise ValueError(f"{op_name}: config {overrides}: with cluster_m={cluster_m}, "

@@ -128,4 +128,76 @@ __device__ __forceinline__ void store_tile(float (&acc)[NUM_ACC], uint8_t* smem_
   }
 }
 
+// SWAP_AB (fp8_gemm.cuh): the warpgroup's 64 x BLOCK_N accumulators are D^T, so its
+// rows are D's columns and its columns D's rows (`at` is in the kernel's terms: D is
+// [L, at.n, at.m]). The accumulator rows come in the order of the MN-major A
+// fragments (sm90_fp8_mn_major_a.cuh): a thread holds rows 2g and 2g + 1 of its
+// warp's 16, which are adjacent in D's rows. Staged as [BLOCK_N][128 bytes] per
+// 128-byte chunk of D's row (64 BF16 or 32 FP32 columns), 128B-swizzled, then stored
+// by TMA (box {128 / OUT_BYTES, BLOCK_N, 1}). The whole tile is staged.
+template <unsigned OUT_BYTES, unsigned C_BYTES, unsigned NUM_ACC>
+__device__ __forceinline__ void store_tile_transposed(float (&acc)[NUM_ACC], uint8_t* smem_d_wg,
+                                                      const TmaDescriptor* tma_d, const void* c,
+                                                      const EpilogueCoords& at, unsigned barrier_id) {
+  static_assert(OUT_BYTES == 2 || OUT_BYTES == 4, "D is bf16 or f32");
+  static_assert(C_BYTES == 0 || C_BYTES == 2 || C_BYTES == 4, "C is absent, bf16 or f32");
+  constexpr unsigned BLOCK_N = NUM_ACC * 2;
+  constexpr unsigned CHUNK_COLS = 128 / OUT_BYTES;  // D columns per 128-byte chunk
+  constexpr unsigned CHUNK_BYTES = BLOCK_N * 128;
+  const unsigned t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
+  const unsigned r0 = warp * 16 + 2 * (lane / 4);  // this thread's rows: r0 and r0 + 1 (D's columns)
+
+  if constexpr (C_BYTES != 0) {
+    const unsigned row = at.row_base + r0;  // at.m is even (a multiple of 16): row + 1 is in too
+#pragma unroll
+    for (unsigned j = 0; j < BLOCK_N / 8; ++j) {
+#pragma unroll
+      for (unsigned e = 0; e < 2; ++e) {
+        const unsigned col = at.n0 + j * 8 + (lane % 4) * 2 + e;
+        if (row < at.m && col < at.n) {
+          const size_t idx = (static_cast<size_t>(at.l) * at.n + col) * at.m + row;
+          if constexpr (C_BYTES == 4) {
+            const float2 v = __ldg(reinterpret_cast<const float2*>(static_cast<const float*>(c) + idx));
+            acc[j * 4 + e] += v.x;
+            acc[j * 4 + 2 + e] += v.y;
+          } else {
+            const uint32_t v = __ldg(reinterpret_cast<const unsigned int*>(static_cast<const uint16_t*>(c) + idx));
+            acc[j * 4 + e] += __uint_as_float(v << 16);
+            acc[j * 4 + 2 + e] += __uint_as_float(v & 0xFFFF0000u);
+          }
+        }
+      }
+    }
+  }
+
+  // The previous tile's stores must have read the staging buffer.
+  if (t == 0) tma_store_wait<0>();
+  named_barrier_sync(128, barrier_id);
+  const uint32_t base = smem_addr(smem_d_wg) + (r0 / CHUNK_COLS) * CHUNK_BYTES;
+#pragma unroll
+  for (unsigned j = 0; j < BLOCK_N / 8; ++j) {
+#pragma unroll
+    for (unsigned e = 0; e < 2; ++e) {
+      // D row (tile column) j * 8 + (lane % 4) * 2 + e, D columns r0 and r0 + 1.
+      unsigned off = (j * 8 + (lane % 4) * 2 + e) * 128 + (r0 % CHUNK_COLS) * OUT_BYTES;
+      off ^= ((off >> 7) & 7) << 4;
+      const float lo = acc[j * 4 + e], hi = acc[j * 4 + 2 + e];
+      if constexpr (OUT_BYTES == 2) {
+        asm volatile("st.shared.u32 [%0], %1;" ::"r"(base + off), "r"(pack_bf16x2(lo, hi)));
+      } else {
+        asm volatile("st.shared.v2.f32 [%0], {%1, %2};" ::"r"(base + off), "f"(lo), "f"(hi));
+      }
+    }
+  }
+  fence_view_async_shared();
+  named_barrier_sync(128, barrier_id);
+  if (t == 0) {
+#pragma unroll
+    for (unsigned ch = 0; ch < 64 / CHUNK_COLS; ++ch)
+      tma_store_3d(tma_d, smem_d_wg + ch * CHUNK_BYTES, static_cast<int>(at.row_base + ch * CHUNK_COLS),
+                   static_cast<int>(at.n0), static_cast<int>(at.l));
+    tma_store_commit();
+  }
+}
+
 }  // namespace jaxgemm::sm90

@@ -68,12 +68,25 @@
 // the producer's warps 1 to 3 transpose it into the pipeline stage, in the K-major
 // 128B-swizzled layout the WGMMAs read (common/sm90_fp8_relayout.cuh); "full" then
 // counts their arrivals too. Such an operand is never multicast.
+//
+// SWAP_AB: the kernel computes D^T = B^T A^T for a caller whose B is MN-major, at
+// small M, instead of transposing B in shared memory. Its tile rows then run over
+// the caller's N and its columns over M (p.m, p.n, the scheduler and the tiles are
+// in those terms): its A operand is the caller's B ([Lb, K, N], loaded by TMA as
+// stored and read into WGMMA A fragments by the math warps themselves,
+// common/sm90_fp8_mn_major_a.cuh), its B operand the caller's A ([L, M, K],
+// K-major). The caller's B scales (128x128 blocks) give each tile one row scale per
+// K block, read from global memory as 1D2D's B scales are; the caller's A scales
+// become per-column scales, copied into each stage by the scale warp; D is written
+// transposed (store_tile_transposed). The shared-memory traffic per K block is then
+// NT's, where the relayout adds a read and a write of the transposed operand.
 #pragma once
 
 #include <cutlass/arch/reg_reconfig.h>
 
 #include "../common/sm90_cluster_reduce.cuh"
 #include "../common/sm90_epilogue.cuh"
+#include "../common/sm90_fp8_mn_major_a.cuh"
 #include "../common/sm90_fp8_relayout.cuh"
 #include "../common/sm90_pipeline.cuh"
 #include "../common/sm90_utils.cuh"
@@ -144,9 +157,10 @@ __device__ __forceinline__ void promote_at_split(float (&final_acc)[NUM_ACC], co
   }
 }
 
-// 1D1D also holds per-column B scales while promoting: at 128 columns it spills.
-constexpr bool kTwoAccumulatorSets(unsigned block_n, bool sfb_per_row) {
-  return block_n <= (sfb_per_row ? 96u : 128u);
+// Per-column scales (1D1D, SWAP_AB) are held while promoting: at 128 columns it spills;
+// SWAP_AB also holds two sets of A fragments (16 registers each): at 96 it spills.
+constexpr bool kTwoAccumulatorSets(unsigned block_n, bool column_scales, bool swap_ab) {
+  return block_n <= (swap_ab ? 80u : column_scales ? 96u : 128u);
 }
 
 template <unsigned V>
@@ -226,14 +240,16 @@ __device__ __forceinline__ void promote_per_column(float (&final_acc)[NUM_ACC], 
 
 template <unsigned BLOCK_M, unsigned BLOCK_N, unsigned NUM_STAGES, bool SFB_PER_ROW, unsigned OUT_BYTES,
           bool EPILOGUE_RING, unsigned K_SPLIT, unsigned CLUSTER_K, bool A_MN = false, bool B_MN = false,
-          unsigned NUM_RAW = 0>
+          unsigned NUM_RAW = 0, bool SWAP_AB = false>
 struct Fp8GemmLayout {
   static constexpr unsigned BLOCK_K = 128;
   static constexpr unsigned OUT_BLOCK_N = BLOCK_N / CLUSTER_K;  // the columns this CTA stores
   static constexpr unsigned SMEM_D = BLOCK_M / 64 * epilogue_smem_bytes<EPILOGUE_RING, OUT_BLOCK_N, OUT_BYTES>();
   static constexpr unsigned SMEM_A = BLOCK_M * BLOCK_K;
   static constexpr unsigned SMEM_B = BLOCK_N * BLOCK_K;
-  static constexpr unsigned SMEM_SFA = BLOCK_M * 4;
+  // The A scales of the stage's rows; SWAP_AB: the caller's A scales of its columns
+  // (whole warps' worth, the scale warp's lanes each copying one).
+  static constexpr unsigned SMEM_SFA = SWAP_AB ? (BLOCK_N + 31) / 32 * 32 * 4 : BLOCK_M * 4;
   // TMA writes shared memory at 128-byte aligned addresses: pad each stage's B scales.
   static constexpr unsigned SMEM_SFB = SFB_PER_ROW ? (BLOCK_N * 4 + 127) / 128 * 128 : 0;
   // A_MN / B_MN: the operand's K block as TMA brings it, MN-major, before its relayout.
@@ -255,12 +271,14 @@ struct Fp8GemmLayout {
 template <class Wgmma, unsigned BLOCK_M, unsigned BLOCK_N, unsigned NUM_STAGES, unsigned STORE_N,
           unsigned GROUP_N, unsigned CLUSTER_M, unsigned CLUSTER_N, unsigned K_SPLIT, unsigned CLUSTER_K,
           bool SFB_PER_ROW, unsigned OUT_BYTES, unsigned C_BYTES, bool EPILOGUE_RING, bool A_MN = false,
-          bool B_MN = false, unsigned NUM_RAW = 0>
+          bool B_MN = false, unsigned NUM_RAW = 0, bool SWAP_AB = false>
 __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   using Layout = Fp8GemmLayout<BLOCK_M, BLOCK_N, NUM_STAGES, SFB_PER_ROW, OUT_BYTES, EPILOGUE_RING, K_SPLIT,
-                               CLUSTER_K, A_MN, B_MN, NUM_RAW>;
+                               CLUSTER_K, A_MN, B_MN, NUM_RAW, SWAP_AB>;
   constexpr bool RELAYOUT = A_MN || B_MN;
   static_assert(RELAYOUT == (NUM_RAW > 0), "raw stages exactly for an MN-major operand");
+  // Per-column scales: 1D1D's B scales, or SWAP_AB's (the caller's A scales).
+  constexpr bool COLUMN_SCALES = SFB_PER_ROW || SWAP_AB;
   constexpr unsigned BLOCK_K = Layout::BLOCK_K;
   constexpr unsigned ROW_WG = BLOCK_M / 64;          // warpgroups across the tile's rows
   constexpr unsigned NUM_MATH_WG = ROW_WG * K_SPLIT;  // ... times those along K
@@ -272,7 +290,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   constexpr unsigned MATH_REGS = RELAYOUT ? kRelayoutMathRegs : kMathRegs;
   // Two accumulator sets where the registers allow: promoted, in flight and final
   // take 3 x NUM_ACC of the MATH_REGS each math warpgroup gets (checked: no spills).
-  constexpr bool TWO_ACC = kTwoAccumulatorSets(BLOCK_N, SFB_PER_ROW);
+  constexpr bool TWO_ACC = kTwoAccumulatorSets(BLOCK_N, COLUMN_SCALES, SWAP_AB);
   static_assert(BLOCK_N % 16 == 0 && BLOCK_N <= 256, "BLOCK_N must be a multiple of 16");
   static_assert((CLUSTER_M == 1 || CLUSTER_M == 2) && (CLUSTER_N == 1 || CLUSTER_N == 2) &&
                     CLUSTER_M * CLUSTER_N <= 2,
@@ -288,6 +306,8 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   static_assert(B_ROWS_PER_CTA % 8 == 0, "each multicast half of B keeps whole 8-row swizzle atoms");
   static_assert(!(A_MN && CLUSTER_N > 1) && !(B_MN && CLUSTER_M > 1),
                 "an operand relaid out in shared memory is not multicast");
+  static_assert(!SWAP_AB || (!RELAYOUT && !SFB_PER_ROW && CLUSTER == 1 && !EPILOGUE_RING && BLOCK_N <= 128),
+                "SWAP_AB: 1D2D, no relayout, no multicast, the whole tile staged, at most 128 columns");
 
   // Shared memory: [D staging][sums][recv][A x stages][B x stages][raw x NUM_RAW][SFA x stages]
   // [SFB x stages][barriers]
@@ -303,7 +323,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   uint8_t* smem_b = smem_a + NUM_STAGES * Layout::SMEM_A;
   uint8_t* smem_raw_stages = smem_b + NUM_STAGES * Layout::SMEM_B;
   float* smem_sfa = reinterpret_cast<float*>(smem_raw_stages + NUM_RAW * Layout::SMEM_RAW);
-  float* smem_sfb = smem_sfa + NUM_STAGES * BLOCK_M;
+  float* smem_sfb = smem_sfa + NUM_STAGES * (Layout::SMEM_SFA / 4);
   uint64_t* full = reinterpret_cast<uint64_t*>(reinterpret_cast<uint8_t*>(smem_sfb) + NUM_STAGES * Layout::SMEM_SFB);
   uint64_t* empty = full + NUM_STAGES;
   uint64_t* reduce_barriers = empty + NUM_STAGES;  // CLUSTER_K: received, free
@@ -398,14 +418,19 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
           // the same offset.
           uint8_t* a = smem_a + s * Layout::SMEM_A;
           uint8_t* b = smem_b + s * Layout::SMEM_B;
-          if constexpr (A_MN) {
+          if constexpr (SWAP_AB) {
+            // The caller's B (shared by the batches unless b_batched), MN-major, as
+            // stored; the caller's A, K-major.
+            tma_load_3d(&p.tma_a, &full[s], a, m0, k0, lb);
+            tma_load_3d(&p.tma_b, &full[s], b, k0, n0, static_cast<int>(l));
+          } else if constexpr (A_MN) {
           } else if constexpr (CLUSTER_N == 1) {
             tma_load_3d(&p.tma_a, &full[s], a, k0, m0, static_cast<int>(l));
           } else {
             tma_load_3d_multicast(&p.tma_a, &full[s], CLUSTER_MASK, a + rank * A_ROWS_PER_CTA * BLOCK_K, k0,
                                   m0 + static_cast<int>(rank * A_ROWS_PER_CTA), static_cast<int>(l));
           }
-          if constexpr (B_MN) {
+          if constexpr (B_MN || SWAP_AB) {
           } else if constexpr (CLUSTER_M == 1) {
             tma_load_3d(&p.tma_b, &full[s], b, k0, n0, lb);
           } else {
@@ -450,12 +475,23 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
       for (unsigned tile = first_tile; tile < sched.num_tiles; tile += tile_stride) {
         unsigned l, m_block, n_block;
         sched.get(tile, rank, l, m_block, n_block);
-        const float* sfa_l = p.sfa + size_t(l) * p.m * num_k_blocks;
+        const float* sfa_l = p.sfa + size_t(l) * (SWAP_AB ? p.n : p.m) * num_k_blocks;
         for (unsigned kb = kb_begin; kb < kb_end; ++kb, ++it) {
           const unsigned s = it % NUM_STAGES;
           Barrier::wait(&empty[s], ((it / NUM_STAGES) & 1) ^ 1);
           JAXGEMM_TIMELINE(if (tr_keep && it < 32) tr_free[it] = global_timer_ns();)
-          if (warp == 1) {
+          if (warp == 1 && SWAP_AB) {
+            // The scales of the tile's columns (the caller's rows of A; lanes past
+            // BLOCK_N write zeros into the stage's padding).
+#pragma unroll
+            for (unsigned i = 0; i < (BLOCK_N + 31) / 32; ++i) {
+              const unsigned col = n_block * BLOCK_N + i * 32 + lane;
+              const bool valid = col < p.n && (BLOCK_N % 32 == 0 || i * 32 + lane < BLOCK_N);
+              cp_async_4(sfa_smem0 + (s * (Layout::SMEM_SFA / 4) + i * 32) * 4,
+                         sfa_l + size_t(valid ? col : 0) * p.sfa_row_stride + size_t(kb) * p.sfa_kb_stride, valid);
+            }
+            cp_async_arrive(smem_addr(&full[s]));
+          } else if (warp == 1) {
 #pragma unroll
             for (unsigned i = 0; i < BLOCK_M / 32; ++i) {
               const unsigned row = m_block * BLOCK_M + i * 32 + lane;
@@ -532,6 +568,14 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
     const uint32_t empty0 = smem_u32 + (reinterpret_cast<uint8_t*>(empty) - smem);
     const uint32_t sfa0 =
         keep_in_register(smem_u32 + (reinterpret_cast<uint8_t*>(smem_sfa) - smem) + (row_wg * 64 + row0) * 4);
+    // Per-column scales of stage 0 (1D1D's B scales, SWAP_AB's A scales), and the
+    // stride between stages.
+    const uint32_t column_scales0 = SWAP_AB ? smem_u32 + (reinterpret_cast<uint8_t*>(smem_sfa) - smem) : sfb_row0;
+    constexpr unsigned kColumnScaleStride = SWAP_AB ? Layout::SMEM_SFA : Layout::SMEM_SFB;
+    // SWAP_AB: stage 0's MN-major A block, read into fragments by this warp's 16 rows.
+    const uint32_t smem_a0 = keep_in_register(smem_u32 + (smem_a - smem));
+    const MnMajorAFragments<SWAP_AB ? BLOCK_M : 64> a_fragments(row_wg * 64 + warp * 16, lane);
+    constexpr unsigned FRAG = SWAP_AB ? 16 : 1;  // A fragment registers per K block in flight
     KBlock tile_pos{0, 0};  // pipeline position (stage, phase) of the tile's first K block
     // Moves a pipeline position n stages on (the phase flips once per wrap); the K
     // loop's step, K_SPLIT stages, wraps at most once.
@@ -567,7 +611,10 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
       const unsigned nb2 = min(nb0 + 2, num_nb - 1);
       const unsigned split = (nb0 + 1) * 128 - n0;
       // The B scales of K block kb are at sfb_tile[kb] (+ sfb_next for the next block row).
-      const float* sfb_tile = p.sfb + ((p.b_batched ? l : 0) * num_nb + nb0) * num_k_blocks;
+      // SWAP_AB: the caller's B block scales, one 128-row block per tile (rows in 64s).
+      const float* sfb_tile = SWAP_AB ? p.sfb + ((p.b_batched ? l : 0) * ((p.m + 127) / 128) +
+                                                 m_block * BLOCK_M / 128) * num_k_blocks
+                                      : p.sfb + ((p.b_batched ? l : 0) * num_nb + nb0) * num_k_blocks;
       const unsigned sfb_next1 = (nb1 - nb0) * num_k_blocks, sfb_next2 = (nb2 - nb0) * num_k_blocks;
       // 1D2D: K block kb's B scales are loaded one block ahead, so the global load's
       // latency hides under the previous block's WGMMAs.
@@ -592,29 +639,36 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
 
       // Waits for K block kb's stage and issues its 4 WGMMAs into `acc`; returns the
       // block's position and scales.
-      auto issue = [&](unsigned kb, float(&acc)[NUM_ACC]) {
+      auto issue = [&](unsigned kb, float(&acc)[NUM_ACC], uint32_t(&frag)[FRAG]) {
         KBlock blk = pos;
         blk.sb0 = sb_next[0], blk.sb1 = sb_next[1], blk.sb2 = sb_next[2];
         load_scales(min(kb + K_SPLIT, num_k_blocks - 1));
         wait_barrier(full0 + blk.stage * 8, blk.phase);
         JAXGEMM_TIMELINE(if (tl_keep && tl_seen_n < 32) tl_seen[tl_seen_n++] = global_timer_ns();)
-        blk.sa0 = ld_shared_f32(sfa0 + blk.stage * BLOCK_M * 4);
-        blk.sa1 = ld_shared_f32(sfa0 + blk.stage * BLOCK_M * 4 + 8 * 4);
-        issue_wgmma_batch<Wgmma>(desc_a0 + blk.stage * (Layout::SMEM_A / 16),
-                                 desc_b0 + blk.stage * (Layout::SMEM_B / 16), acc);
+        if constexpr (SWAP_AB) {
+          blk.sa0 = blk.sa1 = blk.sb0;  // the tile's rows share one scale block
+          a_fragments.load(smem_a0 + blk.stage * Layout::SMEM_A, frag);
+          issue_wgmma_batch_rs<Wgmma>(frag, desc_b0 + blk.stage * (Layout::SMEM_B / 16), acc);
+        } else {
+          blk.sa0 = ld_shared_f32(sfa0 + blk.stage * BLOCK_M * 4);
+          blk.sa1 = ld_shared_f32(sfa0 + blk.stage * BLOCK_M * 4 + 8 * 4);
+          issue_wgmma_batch<Wgmma>(desc_a0 + blk.stage * (Layout::SMEM_A / 16),
+                                   desc_b0 + blk.stage * (Layout::SMEM_B / 16), acc);
+        }
         advance_one_slice(pos);
         return blk;
       };
-      // 1D1D reads per-column scales and has no split: one instance of the loop.
-      const unsigned static_split = SFB_PER_ROW ? BLOCK_N : split;
+      // Per-column scales have no split: one instance of the loop.
+      const unsigned static_split = COLUMN_SCALES ? BLOCK_N : split;
       // SPLIT: this copy's split, or 0 where the promotion dispatches per K block.
-      with_loop_split<SFB_PER_ROW || kSplitPerLoop<BLOCK_N, TWO_ACC>, BLOCK_N>(static_split, [&](auto split_c) {
+      with_loop_split<COLUMN_SCALES || kSplitPerLoop<BLOCK_N, TWO_ACC>, BLOCK_N>(static_split, [&](auto split_c) {
         [[maybe_unused]] constexpr unsigned SPLIT = decltype(split_c)::value;
         // After the block's WGMMAs completed: release its stage, promote its accumulators.
-        auto finish = [&](const KBlock& blk, float(&acc)[NUM_ACC]) {
+        auto finish = [&](const KBlock& blk, float(&acc)[NUM_ACC], uint32_t(&frag)[FRAG]) {
           fence_accumulators(acc);
-          if constexpr (SFB_PER_ROW) {  // the column scales are read from the stage: promote first
-            promote_per_column<BLOCK_N>(final_acc, acc, blk, sfb_row0 + blk.stage * Layout::SMEM_SFB, lane);
+          if constexpr (SWAP_AB) fence_fragments(frag);
+          if constexpr (COLUMN_SCALES) {  // the column scales are read from the stage: promote first
+            promote_per_column<BLOCK_N>(final_acc, acc, blk, column_scales0 + blk.stage * kColumnScaleStride, lane);
             release_stage<CLUSTER>(empty0 + blk.stage * 8, lane);
           } else {
             release_stage<CLUSTER>(empty0 + blk.stage * 8, lane);
@@ -631,34 +685,36 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
           // Two accumulator sets: K block kb+1's WGMMAs run while kb is promoted.
           // Unrolled by two so that each set stays in its own registers.
           float acc0[NUM_ACC], acc1[NUM_ACC];
+          uint32_t frag0[FRAG], frag1[FRAG];
           if (own_blocks > 0) {
-            KBlock blk0 = issue(kb0, acc0), blk1;
+            KBlock blk0 = issue(kb0, acc0, frag0), blk1;
             unsigned j = 1;
             for (; j + 1 < own_blocks; j += 2) {
-              blk1 = issue(kb0 + j * K_SPLIT, acc1);
+              blk1 = issue(kb0 + j * K_SPLIT, acc1, frag1);
               cute::warpgroup_wait<1>();
-              finish(blk0, acc0);
-              blk0 = issue(kb0 + (j + 1) * K_SPLIT, acc0);
+              finish(blk0, acc0, frag0);
+              blk0 = issue(kb0 + (j + 1) * K_SPLIT, acc0, frag0);
               cute::warpgroup_wait<1>();
-              finish(blk1, acc1);
+              finish(blk1, acc1, frag1);
             }
             if (j < own_blocks) {  // an even number of blocks: the last goes to acc1
-              blk1 = issue(kb0 + j * K_SPLIT, acc1);
+              blk1 = issue(kb0 + j * K_SPLIT, acc1, frag1);
               cute::warpgroup_wait<1>();
-              finish(blk0, acc0);
+              finish(blk0, acc0, frag0);
               cute::warpgroup_wait<0>();
-              finish(blk1, acc1);
+              finish(blk1, acc1, frag1);
             } else {
               cute::warpgroup_wait<0>();
-              finish(blk0, acc0);
+              finish(blk0, acc0, frag0);
             }
           }
         } else {
           float acc[NUM_ACC];
+          uint32_t frag[FRAG];
           for (unsigned j = 0; j < own_blocks; ++j) {
-            const KBlock blk = issue(kb0 + j * K_SPLIT, acc);
+            const KBlock blk = issue(kb0 + j * K_SPLIT, acc, frag);
             cute::warpgroup_wait<0>();
-            finish(blk, acc);
+            finish(blk, acc, frag);
           }
         }
       });
@@ -687,12 +743,18 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
         float slice[NUM_ACC / CLUSTER_K];
         reduce.reduce(final_acc, slice, k_rank, row_wg * 128 + t, kReduceBarrier);
         const EpilogueCoords at{p.m, p.n, l, m_block * BLOCK_M + row_wg * 64, n0 + k_rank * Layout::OUT_BLOCK_N};
-        store_tile<EPILOGUE_RING, Layout::OUT_BLOCK_N, STORE_N, OUT_BYTES, C_BYTES>(slice, smem_d_wg, &p.tma_d, p.c,
-                                                                                    at, 1 + row_wg, store_seq);
+        if constexpr (SWAP_AB)
+          store_tile_transposed<OUT_BYTES, C_BYTES>(slice, smem_d_wg, &p.tma_d, p.c, at, 1 + row_wg);
+        else
+          store_tile<EPILOGUE_RING, Layout::OUT_BLOCK_N, STORE_N, OUT_BYTES, C_BYTES>(slice, smem_d_wg, &p.tma_d,
+                                                                                      p.c, at, 1 + row_wg, store_seq);
       } else {
         const EpilogueCoords at{p.m, p.n, l, m_block * BLOCK_M + row_wg * 64, n0};
-        store_tile<EPILOGUE_RING, BLOCK_N, STORE_N, OUT_BYTES, C_BYTES>(final_acc, smem_d_wg, &p.tma_d, p.c, at,
-                                                                        1 + row_wg, store_seq);
+        if constexpr (SWAP_AB)
+          store_tile_transposed<OUT_BYTES, C_BYTES>(final_acc, smem_d_wg, &p.tma_d, p.c, at, 1 + row_wg);
+        else
+          store_tile<EPILOGUE_RING, BLOCK_N, STORE_N, OUT_BYTES, C_BYTES>(final_acc, smem_d_wg, &p.tma_d, p.c, at,
+                                                                          1 + row_wg, store_seq);
       }
     }
     if constexpr (CLUSTER_K > 1) {

@@ -1,0 +1,106 @@
+// WGMMA A fragments (registers) read from an MN-major FP8 K block in shared memory.
+//
+// SM90's FP8 WGMMA reads only K-major tiles from shared memory, but its A operand
+// may come from registers, where the layout is the thread's own business. So an
+// operand stored MN-major can be the A operand without being transposed in shared
+// memory: the math warps load each K block as TMA brought it and build the
+// fragments with ldmatrix.trans and PRMT. The kernel that uses this computes D^T =
+// B^T A^T for a caller whose B is MN-major (fp8_gemm.cuh, SWAP_AB), so that B is
+// its A operand.
+//
+// Source: the K block as TMA wrote it, raw[k][r] (k < 128, ROWS bytes per k, the
+// 128B swizzle applied to the shared address: 16-byte unit bits 4-6 ^= bits 7-9;
+// 1024-aligned).
+//
+// The fragment of m64nNk32, 8-bit A: in warp w (rows 16w..16w+15), lane l holds 4
+// registers of 4 consecutive K bytes each: rows g = l/4 and g + 8, K 4j..4j+3 and
+// 16 + 4j.. (j = l%4). ldmatrix.trans on 16-bit elements (a pair of rows) gives lane
+// l, from an 8x8 matrix whose row i sits at k(i), the pair g of the 16 rows at k(2j)
+// and k(2j+1). With matrix X at k = {0,1,4,5,8,9,12,13} and Y at {2,3,6,7,...}
+// (+16 for the second half of the k32 step), X holds K 4j, 4j+1 and Y 4j+2, 4j+3 of
+// rows 2g and 2g+1; two PRMTs make them the fragment. So fragment row g is tile row
+// 2g and fragment row g + 8 is tile row 2g + 1 (of the warp's 16): the accumulators'
+// rows follow the same order, which the epilogue undoes (store_tile_transposed).
+//
+// Bank conflicts: the rows k and k + 8 of a matrix share their swizzle phase, so
+// each 8-row matrix takes two shared-memory wavefronts instead of one.
+#pragma once
+
+#include "sm90_utils.cuh"
+
+namespace jaxgemm::sm90 {
+
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t addr, uint32_t (&r)[4]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+__device__ __forceinline__ uint32_t byte_perm(uint32_t a, uint32_t b, uint32_t selector) {
+  uint32_t v;
+  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(v) : "r"(a), "r"(b), "r"(selector));
+  return v;
+}
+
+// The fragments of one 128-deep K block for one warp's 16 rows: frag[4 * s + i] is
+// register a_i of the k32 step s.
+template <unsigned ROWS>
+class MnMajorAFragments {
+  static_assert(ROWS == 64 || ROWS == 128, "raw rows of 64 or 128 bytes");
+  uint32_t offset_;  // this lane's ldmatrix row address, relative to the K block
+
+ public:
+  // `first_row`: the warp's first tile row (a multiple of 16).
+  __device__ __forceinline__ MnMajorAFragments(unsigned first_row, unsigned lane) {
+    const unsigned matrix = lane / 8, i = lane % 8;  // lane l gives row i of matrix l / 8
+    const unsigned half = matrix / 2, y = matrix % 2;
+    const unsigned k = half * 16 + (i & 1) + (i >> 1) * 4 + y * 2;
+    const unsigned o = k * ROWS + first_row;
+    offset_ = o ^ (((o >> 7) & 7) << 4);
+  }
+
+  __device__ __forceinline__ void load(uint32_t block, uint32_t (&frag)[16]) const {
+#pragma unroll
+    for (unsigned s = 0; s < 4; ++s) {
+      // 32 K rows on: a multiple of 1024 bytes, the same swizzle phase.
+      uint32_t r[4];
+      ldmatrix_x4_trans(block + offset_ + s * 32 * ROWS, r);
+      frag[4 * s + 0] = byte_perm(r[0], r[1], 0x6420);  // row 2g: bytes 0, 2 of X, then of Y
+      frag[4 * s + 1] = byte_perm(r[0], r[1], 0x7531);  // row 2g + 1: bytes 1, 3
+      frag[4 * s + 2] = byte_perm(r[2], r[3], 0x6420);
+      frag[4 * s + 3] = byte_perm(r[2], r[3], 0x7531);
+    }
+  }
+};
+
+// The 4 WGMMAs (K = 4 x 32) of one K block into a fresh accumulator, A from
+// registers, B a K-major 128B-swizzled tile given by its descriptor's low word.
+template <class WgmmaRS, int... I>
+__device__ __forceinline__ void wgmma_rs_fma(const uint32_t* a, uint64_t desc_b, float* acc, bool accumulate,
+                                             IndexSequence<I...>) {
+  WgmmaRS::fma(a[0], a[1], a[2], a[3], desc_b, acc[I]...,
+               accumulate ? cute::SM90::GMMA::ScaleOut::One : cute::SM90::GMMA::ScaleOut::Zero);
+}
+
+template <class WgmmaRS, unsigned NUM_ACC>
+__device__ __forceinline__ void issue_wgmma_batch_rs(uint32_t (&frag)[16], uint32_t desc_b_lo,
+                                                     float (&acc)[NUM_ACC]) {
+  fence_accumulators(acc);
+#pragma unroll
+  for (unsigned i = 0; i < 16; ++i) cute::warpgroup_fence_operand(frag[i]);
+  cute::warpgroup_arrive();
+#pragma unroll
+  for (unsigned k = 0; k < 4; ++k)
+    wgmma_rs_fma<WgmmaRS>(&frag[4 * k], k_major_sw128_desc(desc_b_lo + k * 2), acc, k > 0,
+                                   typename MakeIndexSequence<NUM_ACC>::type{});
+  cute::warpgroup_commit_batch();
+}
+
+// Keeps the fragments in their registers until here (after the WGMMAs that read them
+// have completed): WGMMA reads register operands asynchronously.
+__device__ __forceinline__ void fence_fragments(uint32_t (&frag)[16]) {
+#pragma unroll
+  for (unsigned i = 0; i < 16; ++i) cute::warpgroup_fence_operand(frag[i]);
+}
+
+}  // namespace jaxgemm::sm90
