@@ -82,10 +82,11 @@ struct Sm90Fp8Gemm {
                      {uint32_t(c.store_n), 64, 1}, jit::swizzle_for_span(uint32_t(c.store_n * ob))};
     if (c.kind.swap_ab) {
       // The kernel computes D^T: its rows are N (A: the caller's B, [Lb, K, N] as stored,
-      // 128B-swizzled for the fragment loads), its columns M (B: the caller's A,
+      // swizzled over its block_m-byte rows for the fragment loads), its columns M (B: the caller's A,
       // [L, M, K]); D [L, M, N] is stored from transposed 128-byte chunks.
       a = jit::TmaTensor{CU_TENSOR_MAP_DATA_TYPE_UINT8, x.b, 3, {x.n, x.k, lb}, {x.n, nk},
-                         {uint32_t(c.block_m), 128, 1}, CU_TENSOR_MAP_SWIZZLE_128B};
+                         {uint32_t(c.block_m), 128, 1},
+                         c.block_m == 128 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B};
       b = jit::TmaTensor{CU_TENSOR_MAP_DATA_TYPE_UINT8, x.a, 3, {x.k, x.m, x.batches}, {x.k, mk},
                          {128, uint32_t(c.block_n), 1}, CU_TENSOR_MAP_SWIZZLE_128B};
       d.box = {uint32_t(128 / ob), uint32_t(c.out_block_n()), 1};

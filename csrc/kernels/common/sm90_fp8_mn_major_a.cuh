@@ -8,9 +8,10 @@
 // B^T A^T for a caller whose B is MN-major (fp8_gemm.cuh, SWAP_AB), so that B is
 // its A operand.
 //
-// Source: the K block as TMA wrote it, raw[k][r] (k < 128, ROWS bytes per k, the
-// 128B swizzle applied to the shared address: 16-byte unit bits 4-6 ^= bits 7-9;
-// 1024-aligned).
+// Source: the K block as TMA wrote it, raw[k][r] (k < 128, ROWS bytes per k),
+// swizzled over rows of ROWS bytes (TMA's 128B swizzle for 128-byte rows: 16-byte unit
+// bits 4-6 ^= bits 7-9; its 64B swizzle for 64-byte rows: bits 4-5 ^= bits 7-8), the
+// block 1024-aligned.
 //
 // The fragment of m64nNk32, 8-bit A: in warp w (rows 16w..16w+15), lane l holds 4
 // registers of 4 consecutive K bytes each: rows g = l/4 and g + 8, K 4j..4j+3 and
@@ -56,7 +57,7 @@ class MnMajorAFragments {
     const unsigned half = matrix / 2, y = matrix % 2;
     const unsigned k = half * 16 + (i & 1) + (i >> 1) * 4 + y * 2;
     const unsigned o = k * ROWS + first_row;
-    offset_ = o ^ (((o >> 7) & 7) << 4);
+    offset_ = o ^ (((o >> 7) & (ROWS / 16 - 1)) << 4);
   }
 
   __device__ __forceinline__ void load(uint32_t block, uint32_t (&frag)[16]) const {
