@@ -49,8 +49,9 @@ def test_fp8_gemm_swap_ab(m, n, k, layout, c_dtype, out_dtype, tiles):
 
 @pytest.mark.parametrize("b_batched", [False, True])
 def test_fp8_gemm_swap_ab_batched(b_batched):
-    """vmap over L, B batched or shared by all: the swapped kernel's A operand is B."""
-    l, m, n, k = 3, 64, 400, 640
+    """vmap over L, B batched or shared by all: the swapped kernel's A operand is B.
+    (With B shared the batches fold into M: 3 x 40 rows.)"""
+    l, m, n, k = 3, 40, 400, 640
     ops = [_fp8_operands(m, n, k, "nn", seed=30 + (i if b_batched else 0)) for i in range(l)]
     if not b_batched:  # one B, each batch its own A
         ops = [(_fp8_operands(m, n, k, "nn", seed=40 + i)[0], ops[0][1]) for i in range(l)]
