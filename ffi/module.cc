@@ -171,7 +171,7 @@ NB_MODULE(_C, m) {
       nb::arg("m"), nb::arg("n"), nb::arg("k"), nb::arg("batches"), nb::arg("num_sms"),
       nb::arg("sfb_per_row") = false, nb::arg("out_bytes") = 2, nb::arg("c_bytes") = 0,
       nb::arg("smem_capacity") = 232448, nb::arg("a_mn_major") = false, nb::arg("b_mn_major") = false,
-      nb::arg("relayout") = -1, nb::arg("swap_ab") = 0);
+      nb::arg("relayout") = -1, nb::arg("swap_ab") = -1);
 
   m.def(
       "bf16_gemm_config",

@@ -211,15 +211,16 @@ def test_fp8_gemm_narrow_relayout(m, n, k, layout, tile):
     """The heuristic's own pick at M <= 128: B relaid out in one row of 128- or
     64-column tiles (block_m, block_n, cluster_k, k_split as `tile`), with partial M,
     N and K."""
-    cfg = jaxgemm.fp8_gemm_config(m, n, k, layout=layout, num_sms=132)
-    assert cfg["relayout"] == 1, cfg
+    no_swap = {"swap_ab": 0}  # the swapped kernel would take some of these (test_fp8_swap_ab_gpu.py)
+    cfg = jaxgemm.fp8_gemm_config(m, n, k, layout=layout, num_sms=132, config=no_swap)
+    assert cfg["relayout"] == 1 and cfg["swap_ab"] == 0, cfg
     assert (cfg["block_m"], cfg["block_n"], cfg["cluster_k"], cfg["k_split"]) == tile, cfg
     a, b = _fp8_operands(m, n, k, layout, seed=12)
     c = _c(m, n, jnp.float32, seed=m)
     ref = _reference(reference.fp8_gemm, *a, *b, layout, c, jnp.float64)
     _poison((m, n), jnp.float32)
     f = getattr(jaxgemm, f"fp8_gemm_{layout}")
-    out = jax.jit(lambda a, b, c: f(a, b, c, out_dtype=jnp.float32))(a, b, c)
+    out = jax.jit(lambda a, b, c: f(a, b, c, out_dtype=jnp.float32, config=no_swap))(a, b, c)
     _check(out, ref, jnp.float32, 1e-3, rel=1e-2)
 
 

@@ -989,8 +989,10 @@ class TestFp8Relayout:
         tile transposed once), where that grid, with K split over a CTA pair if need
         be, fills 3/4 of the SMs in one wave, whatever K, or, at M > 64 and long K,
         128-column tiles over 4 CTAs fill half; at M <= 64 the tiles are 64 rows tall,
-        K split over two warpgroups where there is no cluster."""
-        pick = lambda m, n, k: jaxgemm.fp8_gemm_config(m, n, k, layout="nn", num_sms=132)  # noqa: E731
+        K split over two warpgroups where there is no cluster. (Without the swapped
+        kernel, which takes some of these: TestFp8SwapAb.)"""
+        pick = lambda m, n, k: jaxgemm.fp8_gemm_config(m, n, k, layout="nn", num_sms=132,  # noqa: E731
+                                                       config={"swap_ab": 0})
         for (m, n, k), (block_n, cluster_k, ctas) in {
                 (128, 7168, 16384): (128, 2, 112), (128, 7168, 2048): (128, 2, 112), (96, 7168, 7168): (128, 2, 112),
                 (128, 7168, 1040): (64, 1, 112),  # 9 K blocks: too few to split
@@ -1043,3 +1045,57 @@ class TestFp8Relayout:
             jaxgemm.fp8_gemm_config(256, 1032, 1024, layout="nn", num_sms=132, config={"relayout": 1})
         with pytest.raises(ValueError, match="for the FP8 GEMMs"):
             jaxgemm.bf16_gemm_config(256, 1024, 1024, layout="nn", num_sms=132, config={"relayout": 1})
+
+
+
+class TestFp8SwapAb:
+    """The swapped kernel (config swap_ab): D^T = B^T A^T for B stored [K, N], the
+    heuristic's rule, pins, and the configs it rejects."""
+
+    @staticmethod
+    def pick(m, n, k, layout="nn", **config):
+        return jaxgemm.fp8_gemm_config(m, n, k, layout=layout, num_sms=132, config=config or None)
+
+    def test_heuristic_swaps_where_64_row_tiles_fill_the_sms(self):
+        """At 64 < M <= 128, where 64-row tiles of N (over a CTA pair if need be) fill
+        3/4 of the SMs in one wave; A stored [K, M] is transposed first."""
+        for (m, n, k, layout), (block_n, cluster_k, ctas) in {
+                (128, 7168, 2048, "nn"): (128, 1, 112), (128, 4096, 7168, "tn"): (128, 2, 128),
+                (96, 7168, 3088, "tn"): (96, 1, 112), (80, 7168, 1040, "nn"): (80, 1, 112)}.items():
+            cfg = self.pick(m, n, k, layout)
+            assert (cfg["swap_ab"], cfg["a_mn_major"], cfg["b_mn_major"], cfg["relayout"]) == (1, 0, 1, 1), cfg
+            assert (cfg["block_m"], cfg["block_n"], cfg["k_split"]) == (64, block_n, 2), cfg
+            assert (cfg["cluster_k"], cfg["num_sms"]) == (cluster_k, ctas), cfg
+            assert cfg["smem_bytes"] <= 232448
+        for m, n, k, layout in [(128, 2112, 7168, "nn"),   # 33 tiles: too few
+                                (128, 24576, 1536, "nn"),  # more than a wave
+                                (64, 7168, 2048, "nn"),    # M <= 64: not measured
+                                (4096, 7168, 2048, "nn"), (128, 7168, 2048, "tt"), (128, 7168, 2048, "nt")]:
+            assert self.pick(m, n, k, layout)["swap_ab"] == 0
+        assert self.pick(128, 7168, 2048, relayout=1)["swap_ab"] == 0  # a pinned relayout is honoured
+        assert self.pick(128, 7168, 2048, relayout=0)["swap_ab"] == 0
+
+    def test_pins(self):
+        cfg = self.pick(1, 2112, 7168, swap_ab=1)  # the heuristic's swapped tiles where it would not swap
+        assert (cfg["swap_ab"], cfg["block_m"], cfg["block_n"], cfg["cluster_k"]) == (1, 64, 16, 1), cfg
+        cfg = self.pick(128, 1168, 1552, swap_ab=1, block_m=128, block_n=80, num_sms=5)
+        assert (cfg["swap_ab"], cfg["b_mn_major"], cfg["k_split"], cfg["num_sms"]) == (1, 1, 1, 5), cfg
+        cfg = self.pick(128, 1168, 1552, swap_ab=1, block_m=64, block_n=128)
+        assert cfg["num_sms"] == 19  # 64-row tiles of N: the swapped grid
+        assert self.pick(128, 7168, 2048, block_m=64, block_n=128)["swap_ab"] == 0  # pinned tiles: unswapped
+
+    @pytest.mark.parametrize("m, n, layout, config, match", [
+        (128, 1024, "nt", {"swap_ab": 1}, "stored \\[K, N\\]"),
+        (128, 1024, "tt", {"swap_ab": 1}, "stored \\[K, N\\]"),
+        (256, 1024, "nn", {"swap_ab": 1}, "M <= 128"),
+        (128, 1024, "nn", {"swap_ab": 1, "relayout": 1}, "leave relayout unset"),
+        (128, 1024, "nn", {"swap_ab": 1, "block_n": 144}, "at most 128"),
+        (128, 1024, "nn", {"swap_ab": 1, "block_n": 128, "cluster_m": 2}, "no multicast"),
+        (128, 1032, "nn", {"swap_ab": 1}, "multiple of 16"),
+    ])
+    def test_rejected(self, m, n, layout, config, match):
+        with pytest.raises(ValueError, match=match):
+            jaxgemm.fp8_gemm_config(m, n, 1024, layout=layout, num_sms=132, config=config)
+        with pytest.raises(ValueError, match="128x128 B scales"):
+            jaxgemm.fp8_gemm_config(128, 1024, 1024, layout="nn", num_sms=132, sfb_per_row=True,
+                                    config={"swap_ab": 1})

@@ -178,10 +178,26 @@ inline bool fp8_gemm_epilogue_ring(const GemmConfig& c) {
 
 // The swapped kernel (GemmKind::swap_ab): for B stored [K, N] at M <= 128, D^T = B^T
 // A^T with B in WGMMA's register operand, so B is never transposed. Its tiles are 64
-// rows of N by all of M (rounded up to 16), K on two warpgroups, and K split over 2
-// or 4 CTAs where that still fits one wave and leaves each CTA 8 K blocks per split.
+// rows of N by all of M (rounded up to 16), K on two warpgroups, and K split over a
+// CTA pair where that still fits one wave and leaves each CTA 16 K blocks.
+//
+// The heuristic picks it (swap_ab = -1) at 64 < M <= 128 where those tiles fill 3/4
+// of the SMs in one wave. H100, M = 128, nn TFLOPS (scripts/relayout_sweep.py,
+// session 14; swapped / relaid out in shared memory / NT): 4096x7168 385 / 304 / 464,
+// 7168x2048 318 / 254 / 358, 7168x16384 478-532 / 503 / 607. Where the tiles are
+// fewer (2112x7168: 220 over CTA pairs, 185 over 4, against 210) or run in waves
+// (24576x1536 434 / 439, 32768x512 272 / 272) it gained nothing; 128-row tiles and
+// 64-row tiles on one warpgroup lost almost everywhere. M <= 64 is not measured.
 inline bool fp8_gemm_swap_fits(int64_t m, int64_t n, const GemmKind& stored) {
   return stored.b_mn_major && !stored.sfb_per_row && m <= 128 && n % 16 == 0;
+}
+inline int fp8_gemm_swap_cluster_k(int64_t m, int64_t n, int64_t k, int64_t batches, int num_sms) {
+  const int64_t tiles = batches * ceil_div(n, 64);
+  return tiles * 2 <= num_sms && ceil_div(k, 128) >= 16 && ceil_div(m, 16) % 2 == 0 ? 2 : 1;
+}
+inline bool fp8_gemm_swap_pays(int64_t m, int64_t n, int64_t k, int64_t batches, int num_sms) {
+  const int64_t ctas = batches * ceil_div(n, 64) * fp8_gemm_swap_cluster_k(m, n, k, batches, num_sms);
+  return m > 64 && ctas <= num_sms && 4 * ctas >= 3 * int64_t(num_sms);
 }
 inline GemmConfig select_fp8_gemm_swap_config(int64_t m, int64_t n, int64_t k, int64_t batches, int num_sms,
                                               GemmKind kind, int smem_capacity) {
@@ -190,10 +206,7 @@ inline GemmConfig select_fp8_gemm_swap_config(int64_t m, int64_t n, int64_t k, i
   kind.b_mn_major = true;
   const int block_n = ceil_div(m, 16) * 16;
   const int64_t tiles = batches * ceil_div(n, 64);
-  const int k_blocks = ceil_div(k, 128);
-  int cluster_k = 1;
-  for (int ck : {2, 4})
-    if (tiles * ck <= num_sms && k_blocks >= 8 * ck && block_n % (16 * ck) == 0) cluster_k = ck;
+  const int cluster_k = fp8_gemm_swap_cluster_k(m, n, k, batches, num_sms);
   GemmConfig c = candidate(kind, 64, block_n, 1, 0, num_sms, tiles * cluster_k);
   c.k_split = 2;
   c.cluster_k = cluster_k;
@@ -207,10 +220,12 @@ inline GemmConfig select_fp8_gemm_swap_config(int64_t m, int64_t n, int64_t k, i
 // 0 or 1 pins that choice) or whether it computes D^T (`swap_ab` 0 or 1 pins that).
 inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_t batches, int num_sms,
                                          const GemmKind& stored = {}, int smem_capacity = kSmemCapacity,
-                                         int relayout = -1, int swap_ab = 0) {
+                                         int relayout = -1, int swap_ab = -1) {
   if (m <= 0 || n <= 0 || k <= 0 || batches <= 0 || num_sms <= 0)
     throw std::invalid_argument("select_fp8_gemm_config: sizes must be positive");
-  if (swap_ab == 1 && relayout != 0 && fp8_gemm_swap_fits(m, n, stored))
+  const bool swap = swap_ab == 1 ? relayout != 0
+                                 : swap_ab < 0 && relayout < 0 && fp8_gemm_swap_pays(m, n, k, batches, num_sms);
+  if (swap && fp8_gemm_swap_fits(m, n, stored))
     return select_fp8_gemm_swap_config(m, n, k, batches, num_sms, stored, smem_capacity);
   const NarrowRelayout narrow = fp8_gemm_narrow_relayout(m, n, k, batches, num_sms);
   const GemmKind kind = fp8_gemm_relayout_kind(stored, m, n, k, narrow.block_n > 0, relayout);

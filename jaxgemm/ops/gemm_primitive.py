@@ -216,7 +216,7 @@ def gemm_config(spec: GemmSpec, m: int, n: int, k: int, batches: int = 1, *,
                                        a_mn_major=spec.a_stored_mn_major,
                                        b_mn_major=spec.b_stored_mn_major,
                                        relayout=overrides.get("relayout", -1),
-                                       swap_ab=overrides.get("swap_ab", 0)))
+                                       swap_ab=overrides.get("swap_ab", -1)))
         cfg["relayout"] = int(cfg["a_mn_major"] or cfg["b_mn_major"])
     else:
         cfg = dict(ext.bf16_gemm_config(m, n, k, batches, num_sms, bool(kind["a_mn_major"]),
