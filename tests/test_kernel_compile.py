@@ -262,7 +262,8 @@ def _instances(configs):
     for kind, cfg, shapes in chosen:
         key = (f"{kind}-m{cfg['block_m']}n{cfg['block_n']}s{cfg['num_stages']}"
                f"w{cfg['store_n']}g{cfg['group_n']}c{cfg['cluster_m']}a{cfg['cluster_n']}k{cfg['k_split']}"
-               f"x{cfg['cluster_k']}p{cfg['pingpong']}r{cfg['a_mn_major'] or cfg['b_mn_major']}")
+               f"x{cfg['cluster_k']}p{cfg['pingpong']}r{cfg['a_mn_major'] or cfg['b_mn_major']}"
+               + ("s" if cfg.get("swap_ab") else ""))
         assert key not in out, f"two instances named {key}"
         out[key] = (kind, cfg, shapes)
     return out
@@ -388,7 +389,8 @@ def test_bench_kernel_compiles(compiled_bench_kernels, key):
         assert "#include <sm90/fp8_gemm.cuh>" in src
         assert (f"jaxgemm::sm90::fp8_gemm<Wgmma, {head}, {cfg['cluster_m']}, {cfg['cluster_n']}, "
                 f"{cfg['k_split']}, {cfg['cluster_k']}, {_bool(spec['sfb_per_row'])}, {spec['out_bytes']}, {spec['c_bytes']}, ") in src, src
-        assert f"MMA_64x{bn}x32_F32E4M3E4M3_SS_TN" in src, src
+        # The swapped kernel's A operand (the caller's B) comes from registers.
+        assert f"MMA_64x{bn}x32_F32E4M3E4M3_{'RS' if cfg.get('swap_ab') else 'SS'}_TN" in src, src
     else:
         majors = ", ".join(f"cute::SM90::GMMA::Major::{'MN' if spec[x] else 'K'}"
                            for x in ("a_mn_major", "b_mn_major"))
