@@ -167,7 +167,12 @@ def _fp8_doc(layout):
                 "    stored K-first here as it is and transposes each tile in shared memory (config\n"
                 "    `relayout=1`, which the heuristic picks for B at small M), or a\n"
                 "    transpose kernel writes it K-major first (`relayout=0`). A's scales are read\n"
-                "    in either major.\n")
+                "    in either major." + (
+                    " With B stored [K, N] at M <= 128 the kernel may instead compute\n"
+                    "    D^T = B^T A^T with B read straight into the tensor cores' register operand\n"
+                    "    (config `swap_ab=1`; the heuristic picks it at 64 < M <= 128 where 64-row\n"
+                    "    tiles of N fill the SMs in one wave), so B is never transposed.\n"
+                    if layout[1] == "n" else "\n"))
     return f"""Block-scaled FP8 GEMM `D = C + dequant(A) @ dequant(B)`, layout "{layout}".
 
     Args:
@@ -181,8 +186,8 @@ def _fp8_doc(layout):
         `store_n`, `group_n`, `num_sms`, `cluster_m`: 2 multicasts B to CTA pairs along M,
         `cluster_n`: 2 multicasts A along N, `k_split`: 2 has two warpgroups take
         alternate K blocks of each 64-row tile, `cluster_k`: 2, 4 or 8 CTAs of a cluster
-        split K of each tile and sum their parts in shared memory, `relayout`: see
-        below); missing keys are chosen by the heuristic.
+        split K of each tile and sum their parts in shared memory, `relayout` and
+        `swap_ab`: see below); missing keys are chosen by the heuristic.
 
     Returns `[M, N]` of `out_dtype`. Needs K % 16 == 0 and N % 8 == 0 (TMA alignment).
 {relayout}
@@ -329,9 +334,10 @@ def fp8_gemm_config(m: int, n: int, k: int, batches: int = 1, *, layout: str = "
                     num_sms: int | None = None, config=None, out_dtype=jnp.bfloat16,
                     sfb_per_row: bool = False, c_dtype=None) -> dict:
     """The FP8 kernel config the heuristic picks for a shape and layout (with a user's
-    overrides). `relayout` is 1 where the kernel transposes the operands stored
-    MN-major in shared memory (`a_mn_major`, `b_mn_major` say which), 0 where XLA
-    transposes them first.
+    overrides). `relayout` is 1 where the kernel reads operands stored MN-major as
+    they are (`a_mn_major`, `b_mn_major` say which), 0 where they are transposed
+    first; `swap_ab` is 1 where the kernel computes D^T with B (stored [K, N]) as its
+    register operand, its `block_m` then tiling N and `block_n` M.
 
     Called at lowering time; `num_sms` defaults to `get_num_sms()` (needs a GPU).
     """
