@@ -36,6 +36,27 @@ struct EpilogueCoords {
   unsigned n0;           // first global column of the tile
 };
 
+// Two consecutive elements of C (bf16 or f32) at element index idx, as floats.
+template <unsigned C_BYTES>
+__device__ __forceinline__ float2 load_c_pair(const void* c, size_t idx) {
+  if constexpr (C_BYTES == 4) {
+    return __ldg(reinterpret_cast<const float2*>(static_cast<const float*>(c) + idx));
+  } else {
+    const uint32_t v = __ldg(reinterpret_cast<const unsigned int*>(static_cast<const uint16_t*>(c) + idx));
+    return make_float2(__uint_as_float(v << 16), __uint_as_float(v & 0xFFFF0000u));
+  }
+}
+
+// Two consecutive output elements (bf16 or f32) into the staging buffer.
+template <unsigned OUT_BYTES>
+__device__ __forceinline__ void stage_pair(uint32_t addr, float lo, float hi) {
+  if constexpr (OUT_BYTES == 2) {
+    asm volatile("st.shared.u32 [%0], %1;" ::"r"(addr), "r"(pack_bf16x2(lo, hi)));
+  } else {
+    asm volatile("st.shared.v2.f32 [%0], {%1, %2};" ::"r"(addr), "f"(lo), "f"(hi));
+  }
+}
+
 // `seq` counts the chunks this warpgroup has stored so far (it picks the ring slot).
 template <bool RING, unsigned BLOCK_N, unsigned STORE_N, unsigned OUT_BYTES, unsigned C_BYTES, unsigned NUM_ACC>
 __device__ __forceinline__ void store_tile(float (&acc)[NUM_ACC], uint8_t* smem_d_wg, const TmaDescriptor* tma_d,
@@ -57,16 +78,9 @@ __device__ __forceinline__ void store_tile(float (&acc)[NUM_ACC], uint8_t* smem_
       for (unsigned h = 0; h < 2; ++h) {
         const unsigned row = at.row_base + row0 + 8 * h;
         if (row < at.m && col < at.n) {
-          const size_t idx = (static_cast<size_t>(at.l) * at.m + row) * at.n + col;
-          if constexpr (C_BYTES == 4) {
-            const float2 v = __ldg(reinterpret_cast<const float2*>(static_cast<const float*>(c) + idx));
-            acc[j * 4 + 2 * h] += v.x;
-            acc[j * 4 + 2 * h + 1] += v.y;
-          } else {
-            const uint32_t v = __ldg(reinterpret_cast<const unsigned int*>(static_cast<const uint16_t*>(c) + idx));
-            acc[j * 4 + 2 * h] += __uint_as_float(v << 16);
-            acc[j * 4 + 2 * h + 1] += __uint_as_float(v & 0xFFFF0000u);
-          }
+          const float2 v = load_c_pair<C_BYTES>(c, (static_cast<size_t>(at.l) * at.m + row) * at.n + col);
+          acc[j * 4 + 2 * h] += v.x;
+          acc[j * 4 + 2 * h + 1] += v.y;
         }
       }
     }
@@ -83,12 +97,7 @@ __device__ __forceinline__ void store_tile(float (&acc)[NUM_ACC], uint8_t* smem_
       for (unsigned h = 0; h < 2; ++h) {
         unsigned off = (row0 + 8 * h) * SPAN + col * OUT_BYTES;
         off ^= ((off >> 7) & SWIZZLE_MASK) << 4;
-        const float lo = acc[j * 4 + 2 * h], hi = acc[j * 4 + 2 * h + 1];
-        if constexpr (OUT_BYTES == 2) {
-          asm volatile("st.shared.u32 [%0], %1;" ::"r"(base + off), "r"(pack_bf16x2(lo, hi)));
-        } else {
-          asm volatile("st.shared.v2.f32 [%0], {%1, %2};" ::"r"(base + off), "f"(lo), "f"(hi));
-        }
+        stage_pair<OUT_BYTES>(base + off, acc[j * 4 + 2 * h], acc[j * 4 + 2 * h + 1]);
       }
     }
   };
@@ -155,16 +164,9 @@ __device__ __forceinline__ void store_tile_transposed(float (&acc)[NUM_ACC], uin
       for (unsigned e = 0; e < 2; ++e) {
         const unsigned col = at.n0 + j * 8 + (lane % 4) * 2 + e;
         if (row < at.m && col < at.n) {
-          const size_t idx = (static_cast<size_t>(at.l) * at.n + col) * at.m + row;
-          if constexpr (C_BYTES == 4) {
-            const float2 v = __ldg(reinterpret_cast<const float2*>(static_cast<const float*>(c) + idx));
-            acc[j * 4 + e] += v.x;
-            acc[j * 4 + 2 + e] += v.y;
-          } else {
-            const uint32_t v = __ldg(reinterpret_cast<const unsigned int*>(static_cast<const uint16_t*>(c) + idx));
-            acc[j * 4 + e] += __uint_as_float(v << 16);
-            acc[j * 4 + 2 + e] += __uint_as_float(v & 0xFFFF0000u);
-          }
+          const float2 v = load_c_pair<C_BYTES>(c, (static_cast<size_t>(at.l) * at.n + col) * at.m + row);
+          acc[j * 4 + e] += v.x;
+          acc[j * 4 + 2 + e] += v.y;
         }
       }
     }
@@ -181,12 +183,7 @@ __device__ __forceinline__ void store_tile_transposed(float (&acc)[NUM_ACC], uin
       // D row (tile column) j * 8 + (lane % 4) * 2 + e, D columns r0 and r0 + 1.
       unsigned off = (j * 8 + (lane % 4) * 2 + e) * 128 + (r0 % CHUNK_COLS) * OUT_BYTES;
       off ^= ((off >> 7) & 7) << 4;
-      const float lo = acc[j * 4 + e], hi = acc[j * 4 + 2 + e];
-      if constexpr (OUT_BYTES == 2) {
-        asm volatile("st.shared.u32 [%0], %1;" ::"r"(base + off), "r"(pack_bf16x2(lo, hi)));
-      } else {
-        asm volatile("st.shared.v2.f32 [%0], {%1, %2};" ::"r"(base + off), "f"(lo), "f"(hi));
-      }
+      stage_pair<OUT_BYTES>(base + off, acc[j * 4 + e], acc[j * 4 + 2 + e]);
     }
   }
   fence_view_async_shared();

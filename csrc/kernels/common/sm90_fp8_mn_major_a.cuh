@@ -37,12 +37,6 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t addr, uint32_t (&r)[4
                : "r"(addr));
 }
 
-__device__ __forceinline__ uint32_t byte_perm(uint32_t a, uint32_t b, uint32_t selector) {
-  uint32_t v;
-  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(v) : "r"(a), "r"(b), "r"(selector));
-  return v;
-}
-
 // The fragments of one 128-deep K block for one warp's 16 rows: frag[4 * s + i] is
 // register a_i of the k32 step s.
 template <unsigned ROWS>
@@ -66,10 +60,10 @@ class MnMajorAFragments {
       // 32 K rows on: a multiple of 1024 bytes, the same swizzle phase.
       uint32_t r[4];
       ldmatrix_x4_trans(block + offset_ + s * 32 * ROWS, r);
-      frag[4 * s + 0] = byte_perm(r[0], r[1], 0x6420);  // row 2g: bytes 0, 2 of X, then of Y
-      frag[4 * s + 1] = byte_perm(r[0], r[1], 0x7531);  // row 2g + 1: bytes 1, 3
-      frag[4 * s + 2] = byte_perm(r[2], r[3], 0x6420);
-      frag[4 * s + 3] = byte_perm(r[2], r[3], 0x7531);
+      frag[4 * s + 0] = prmt(r[0], r[1], 0x6420);  // row 2g: bytes 0, 2 of X, then of Y
+      frag[4 * s + 1] = prmt(r[0], r[1], 0x7531);  // row 2g + 1: bytes 1, 3
+      frag[4 * s + 2] = prmt(r[2], r[3], 0x6420);
+      frag[4 * s + 3] = prmt(r[2], r[3], 0x7531);
     }
   }
 };

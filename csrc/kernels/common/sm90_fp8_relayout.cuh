@@ -38,12 +38,6 @@
 
 namespace jaxgemm::sm90 {
 
-__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t selector) {
-  uint32_t v;
-  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(v) : "r"(a), "r"(b), "r"(selector));
-  return v;
-}
-
 // Transposes K blocks (128 deep) of `ROWS` rows, shared by NUM_WARPS warps.
 template <unsigned ROWS, unsigned NUM_WARPS>
 class KBlockRelayout {

@@ -121,6 +121,13 @@ __device__ __forceinline__ void fence_accumulators(float (&acc)[NUM_ACC]) {
   for (unsigned i = 0; i < NUM_ACC; ++i) cute::warpgroup_fence_operand(acc[i]);
 }
 
+// Bytes of {b, a} picked by the selector's four nibbles (PRMT).
+__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t selector) {
+  uint32_t v;
+  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(v) : "r"(a), "r"(b), "r"(selector));
+  return v;
+}
+
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   uint32_t r;
   asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
