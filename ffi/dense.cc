@@ -27,6 +27,7 @@ struct GemmAttrs {
   int32_t block_m, block_n, num_stages, store_n, group_n, num_sms, cluster_m, cluster_n, k_split, cluster_k, pingpong;
   int32_t sfb_per_row, a_mn_major, b_mn_major, out_bytes, c_bytes;
   int32_t swap_ab;       // FP8: the kernel computes D^T (GemmKind::swap_ab)
+  int32_t a_regs;        // FP8: A MN-major read into register fragments (GemmKind::a_regs)
   int32_t sfa_mn_major;  // FP8: A's scales are [L, ceil(K/128), M] (a launch stride, not a kernel variant)
 };
 
@@ -42,7 +43,7 @@ XLA_FFI_REGISTER_STRUCT_ATTR_DECODING(
     ::xla::ffi::StructMember<int32_t>("sfb_per_row"), ::xla::ffi::StructMember<int32_t>("a_mn_major"),
     ::xla::ffi::StructMember<int32_t>("b_mn_major"), ::xla::ffi::StructMember<int32_t>("out_bytes"),
     ::xla::ffi::StructMember<int32_t>("c_bytes"), ::xla::ffi::StructMember<int32_t>("swap_ab"),
-    ::xla::ffi::StructMember<int32_t>("sfa_mn_major"));
+    ::xla::ffi::StructMember<int32_t>("a_regs"), ::xla::ffi::StructMember<int32_t>("sfa_mn_major"));
 
 namespace jaxgemm::ffi_handlers {
 
@@ -63,6 +64,7 @@ GemmConfig config_from_attrs(const GemmAttrs& a) {
   c.kind.out_bytes = a.out_bytes;
   c.kind.c_bytes = a.c_bytes;
   c.kind.swap_ab = a.swap_ab != 0;
+  c.kind.a_regs = a.a_regs != 0;
   c.block_m = a.block_m;
   c.block_n = a.block_n;
   c.num_stages = a.num_stages;
@@ -93,6 +95,8 @@ ffi::ErrorOr<std::unique_ptr<GemmState>> instantiate(GemmConfig config, bool sfa
     if (std::is_same_v<Launcher, Sm90Fp8Gemm> && ((config.kind.a_mn_major && config.cluster_n > 1) ||
                                                    (config.kind.b_mn_major && config.cluster_m > 1)))
       return ffi::Unexpected(ffi::Error::InvalidArgument(std::string(op) + ": an MN-major FP8 operand is not multicast"));
+    if (config.kind.a_regs && !(config.kind.a_mn_major && !config.kind.swap_ab && std::is_same_v<Launcher, Sm90Fp8Gemm>))
+      return ffi::Unexpected(ffi::Error::InvalidArgument(std::string(op) + ": a_regs needs FP8 with A MN-major, unswapped"));
     if (config.k_split != 1 && !(config.k_split == 2 && config.block_m == 64))
       return ffi::Unexpected(ffi::Error::InvalidArgument(std::string(op) + ": k_split=2 needs block_m=64"));
     if (config.pingpong != 0 &&

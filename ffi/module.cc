@@ -46,6 +46,7 @@ nb::dict config_to_dict(const heuristics::GemmConfig& c) {
   d["out_bytes"] = c.kind.out_bytes;
   d["c_bytes"] = c.kind.c_bytes;
   d["swap_ab"] = int(c.kind.swap_ab);
+  d["a_regs"] = int(c.kind.a_regs);
   return d;
 }
 
@@ -62,6 +63,7 @@ heuristics::GemmConfig config_from_dict(const nb::dict& d, bool bf16) {
   c.kind.out_bytes = get_int(d, "out_bytes", 2);
   c.kind.c_bytes = get_int(d, "c_bytes", 0);
   c.kind.swap_ab = get_int(d, "swap_ab", 0) != 0;
+  c.kind.a_regs = get_int(d, "a_regs", 0) != 0;
   c.block_m = nb::cast<int>(d["block_m"]);
   c.block_n = nb::cast<int>(d["block_n"]);
   c.num_stages = nb::cast<int>(d["num_stages"]);
@@ -163,15 +165,16 @@ NB_MODULE(_C, m) {
   m.def(
       "fp8_gemm_config",
       [](int64_t m_, int64_t n, int64_t k, int64_t batches, int num_sms, bool sfb_per_row, int out_bytes,
-         int c_bytes, int smem_capacity, bool a_mn_major, bool b_mn_major, int relayout, int swap_ab) {
+         int c_bytes, int smem_capacity, bool a_mn_major, bool b_mn_major, int relayout, int swap_ab,
+         int a_regs) {
         const auto kind = make_kind(sfb_per_row, a_mn_major, b_mn_major, out_bytes, c_bytes);
-        return config_to_dict(
-            heuristics::select_fp8_gemm_config(m_, n, k, batches, num_sms, kind, smem_capacity, relayout, swap_ab));
+        return config_to_dict(heuristics::select_fp8_gemm_config(m_, n, k, batches, num_sms, kind, smem_capacity,
+                                                                 relayout, swap_ab, a_regs));
       },
       nb::arg("m"), nb::arg("n"), nb::arg("k"), nb::arg("batches"), nb::arg("num_sms"),
       nb::arg("sfb_per_row") = false, nb::arg("out_bytes") = 2, nb::arg("c_bytes") = 0,
       nb::arg("smem_capacity") = 232448, nb::arg("a_mn_major") = false, nb::arg("b_mn_major") = false,
-      nb::arg("relayout") = -1, nb::arg("swap_ab") = -1);
+      nb::arg("relayout") = -1, nb::arg("swap_ab") = -1, nb::arg("a_regs") = -1);
 
   m.def(
       "bf16_gemm_config",

@@ -977,11 +977,13 @@ class TestFp8Relayout:
         pick = lambda m, n, k, layout: jaxgemm.fp8_gemm_config(m, n, k, layout=layout, num_sms=132)
         for layout in ("nn", "tn"):
             cfg = pick(128, 24576, 1536, layout)
-            assert (cfg["relayout"], cfg["a_mn_major"], cfg["b_mn_major"]) == (1, 0, 1)
-            assert pick(128, 24576, 7168, layout)["relayout"] == 0  # long K, over a wave: transposed first
+            # (tn: A is read into registers as stored: TestFp8ARegs.)
+            assert (cfg["relayout"], cfg["a_mn_major"], cfg["b_mn_major"]) == (1, int(layout == "tn"), 1)
+            assert not cfg["swap_ab"] and cfg["a_regs"] == cfg["a_mn_major"]
+            assert pick(128, 24576, 7168, layout)["b_mn_major"] == 0  # long K, over a wave: transposed first
             assert pick(4096, 24576, 1536, layout)["relayout"] == 0  # large M
-            assert pick(128, 24584, 1536, layout)["relayout"] == 0  # N % 16: TMA cannot read B's rows
-        assert pick(128, 24576, 1536, "tt")["relayout"] == 0  # A: never
+            assert pick(128, 24584, 1536, layout)["b_mn_major"] == 0  # N % 16: TMA cannot read B's rows
+        assert pick(4096, 24576, 1536, "tt")["relayout"] == 0  # A: never relaid out in shared memory
         assert pick(128, 24576, 1536, "nt")["relayout"] == 0
 
     def test_heuristic_relayouts_b_in_narrow_tiles_that_fill_the_sms(self):
@@ -1099,3 +1101,59 @@ class TestFp8SwapAb:
         with pytest.raises(ValueError, match="128x128 B scales"):
             jaxgemm.fp8_gemm_config(128, 1024, 1024, layout="nn", num_sms=132, sfb_per_row=True,
                                     config={"swap_ab": 1})
+
+
+class TestFp8ARegs:
+    """A stored [K, M] read as stored into the register operand (config a_regs): the
+    heuristic's rule, pins, and the configs it rejects."""
+
+    @staticmethod
+    def pick(m, n, k, layout="tt", **config):
+        return jaxgemm.fp8_gemm_config(m, n, k, layout=layout, num_sms=132, config=config or None)
+
+    def test_heuristic_reads_a_as_stored_at_64_lt_m_le_128(self):
+        """At 64 < M <= 128 (M % 16 == 0), on 128-row tiles: the narrow grid where one
+        fills the SMs (K over a cluster), else the model's tiles; not where the
+        swapped kernel runs (tn there), nor at M <= 64 or M = 4096."""
+        for (m, n, k, layout), (block_n, cluster_k) in {
+                (128, 4096, 7168, "tt"): (64, 2), (128, 2112, 7168, "tt"): (128, 4),
+                (112, 7168, 2048, "tt"): (128, 2), (128, 2112, 7168, "tn"): (128, 4),
+                (128, 24576, 1536, "tt"): (96, 1), (128, 32768, 512, "tn"): (128, 1)}.items():
+            cfg = self.pick(m, n, k, layout)
+            assert (cfg["a_regs"], cfg["a_mn_major"], cfg["relayout"], cfg["swap_ab"]) == (1, 1, 1, 0), cfg
+            assert (cfg["block_m"], cfg["block_n"], cfg["cluster_k"], cfg["k_split"]) == \
+                (128, block_n, cluster_k, 1), cfg
+            assert cfg["smem_bytes"] <= 232448
+        for m, n, k, layout in [(128, 4096, 7168, "tn"),  # swapped: A is its K-major operand
+                                (64, 4096, 7168, "tt"), (4096, 4096, 7168, "tt"), (120, 4096, 7168, "tt"),
+                                (128, 4096, 7168, "nn"), (128, 4096, 7168, "nt")]:
+            assert self.pick(m, n, k, layout)["a_regs"] == 0, (m, n, k, layout)
+        assert self.pick(128, 4096, 7168, relayout=1)["a_regs"] == 0  # A relaid out in shared memory
+        cfg = self.pick(128, 4096, 7168, relayout=0)
+        assert (cfg["a_regs"], cfg["a_mn_major"], cfg["relayout"]) == (0, 0, 0)  # transposed first
+        cfg = self.pick(128, 4096, 7168, a_regs=0)
+        assert (cfg["a_regs"], cfg["a_mn_major"]) == (0, 0)
+
+    def test_pins(self):
+        cfg = self.pick(4096, 7168, 2048, a_regs=1)  # where the heuristic would not
+        assert (cfg["a_regs"], cfg["a_mn_major"], cfg["block_n"]) == (1, 1, 160), cfg  # 192 does not fit
+        cfg = self.pick(48, 1040, 1040, "tn", a_regs=1, relayout=1)  # with B relaid out too
+        assert (cfg["a_regs"], cfg["a_mn_major"], cfg["b_mn_major"], cfg["swap_ab"]) == (1, 1, 1, 0), cfg
+        cfg = self.pick(336, 1168, 1552, a_regs=1, block_m=64, block_n=80, num_sms=5)
+        assert (cfg["a_regs"], cfg["block_m"], cfg["block_n"], cfg["num_sms"]) == (1, 64, 80, 5), cfg
+        cfg = self.pick(128, 4096, 7168, block_m=64, block_n=64)  # pinned tiles keep the heuristic's a_regs
+        assert cfg["a_regs"] == 1, cfg
+        cfg = self.pick(128, 4096, 7168, block_m=128, block_n=64, cluster_n=2)  # A multicast: transposed first
+        assert (cfg["a_regs"], cfg["a_mn_major"]) == (0, 0), cfg
+
+    @pytest.mark.parametrize("m, layout, config, match", [
+        (128, "nt", {"a_regs": 1}, "stored \\[K, M\\]"),
+        (128, "nn", {"a_regs": 1}, "stored \\[K, M\\]"),
+        (128, "tt", {"a_regs": 1, "relayout": 0}, "not with relayout=0"),
+        (128, "tn", {"a_regs": 1, "swap_ab": 1}, "swap_ab=1"),
+        (120, "tt", {"a_regs": 1}, "multiple of 16"),
+        (128, "tt", {"a_regs": 1, "block_m": 128, "block_n": 64, "cluster_n": 2}, "not multicast"),
+    ])
+    def test_rejected(self, m, layout, config, match):
+        with pytest.raises(ValueError, match=match):
+            jaxgemm.fp8_gemm_config(m, 1024, 1024, layout=layout, num_sms=132, config=config)

@@ -209,6 +209,11 @@ KINDS = {
     # B stored [K, N]: the heuristic transposes it in the kernel where that measured faster.
     "fp8_nn": {"op": "fp8", "sfb_per_row": False, "b_mn_major": True, "out_bytes": 2, "c_bytes": 0,
                "public": {"layout": "nn"}},
+    # A stored [K, M]: read as stored into the register operand (a_regs).
+    "fp8_tt": {"op": "fp8", "sfb_per_row": False, "a_mn_major": True, "out_bytes": 2, "c_bytes": 0,
+               "public": {"layout": "tt"}},
+    "fp8_tn": {"op": "fp8", "sfb_per_row": False, "a_mn_major": True, "b_mn_major": True, "out_bytes": 2,
+               "c_bytes": 0, "public": {"layout": "tn"}},
     **{f"bf16_{layout}": {"op": "bf16", "a_mn_major": a_t, "b_mn_major": b_t, "out_bytes": 2, "c_bytes": 0,
                           "public": {"layout": layout}}
        for layout, (a_t, b_t) in (("nt", (False, False)), ("nn", (False, True)),
@@ -263,7 +268,7 @@ def _instances(configs):
         key = (f"{kind}-m{cfg['block_m']}n{cfg['block_n']}s{cfg['num_stages']}"
                f"w{cfg['store_n']}g{cfg['group_n']}c{cfg['cluster_m']}a{cfg['cluster_n']}k{cfg['k_split']}"
                f"x{cfg['cluster_k']}p{cfg['pingpong']}r{cfg['a_mn_major'] or cfg['b_mn_major']}"
-               + ("s" if cfg.get("swap_ab") else ""))
+               + ("s" if cfg.get("swap_ab") else "") + ("g" if cfg.get("a_regs") else ""))
         assert key not in out, f"two instances named {key}"
         out[key] = (kind, cfg, shapes)
     return out
@@ -332,10 +337,14 @@ def test_small_m_uses_small_blocks(kind):
 
 def test_instances_cover_every_kind_and_block_shape():
     """The compiled instances cover every (kind, block_m, block_n) the heuristics pick."""
-    # (An FP8 kind's instance without a relayout is the same code as fp8_1d2d's.)
+    # (A BF16-output FP8 layout's instance is the same code as the kind that reads what
+    # its config hands the kernel: both operands K-major is fp8_1d2d, B read as stored
+    # (relaid out or swapped) alone fp8_nn, A alone fp8_tt.)
     def shape(kind, cfg):
-        relayout = cfg["a_mn_major"] or cfg["b_mn_major"]
-        return ("fp8_1d2d" if kind == "fp8_nn" and not relayout else kind, cfg["block_m"], cfg["block_n"])
+        if kind in ("fp8_nn", "fp8_tn", "fp8_tt"):
+            kind = {(0, 0): "fp8_1d2d", (0, 1): "fp8_nn", (1, 0): "fp8_tt",
+                    (1, 1): "fp8_tn"}[cfg["a_mn_major"], cfg["b_mn_major"]]
+        return (kind, cfg["block_m"], cfg["block_n"])
     picked = {shape(kind, cfg) for (kind, *_), cfg in BENCH_CONFIGS.items()}
     compiled = {shape(kind, cfg) for kind, cfg, _ in INSTANCES.values()}
     assert compiled == picked
@@ -389,8 +398,10 @@ def test_bench_kernel_compiles(compiled_bench_kernels, key):
         assert "#include <sm90/fp8_gemm.cuh>" in src
         assert (f"jaxgemm::sm90::fp8_gemm<Wgmma, {head}, {cfg['cluster_m']}, {cfg['cluster_n']}, "
                 f"{cfg['k_split']}, {cfg['cluster_k']}, {_bool(spec['sfb_per_row'])}, {spec['out_bytes']}, {spec['c_bytes']}, ") in src, src
-        # The swapped kernel's A operand (the caller's B) comes from registers.
-        assert f"MMA_64x{bn}x32_F32E4M3E4M3_{'RS' if cfg.get('swap_ab') else 'SS'}_TN" in src, src
+        # The swapped kernel's A operand (the caller's B) comes from registers, as does A
+        # stored [K, M] read as stored (a_regs).
+        rs = cfg.get("swap_ab") or cfg.get("a_regs")
+        assert f"MMA_64x{bn}x32_F32E4M3E4M3_{'RS' if rs else 'SS'}_TN" in src, src
     else:
         majors = ", ".join(f"cute::SM90::GMMA::Major::{'MN' if spec[x] else 'K'}"
                            for x in ("a_mn_major", "b_mn_major"))

@@ -20,6 +20,9 @@ struct GemmKind {
   // FP8 with B MN-major: the kernel computes D^T = B^T A^T, B in WGMMA's register
   // operand (kernels/sm90/fp8_gemm.cuh, SWAP_AB). block_m then tiles N, block_n M.
   bool swap_ab = false;
+  // FP8 with A MN-major (a_mn_major): A is read as stored into WGMMA's register operand
+  // (kernels/sm90/fp8_gemm.cuh, A_REGS), not transposed in shared memory.
+  bool a_regs = false;
 };
 
 struct GemmConfig {
@@ -49,7 +52,7 @@ struct GemmConfig {
       << " group_n=" << group_n << " sms=" << num_sms << " cluster_m=" << cluster_m << " cluster_n=" << cluster_n << " k_split=" << k_split << " cluster_k=" << cluster_k << " pingpong=" << pingpong << " smem=" << smem_bytes
       << " sfb_per_row=" << kind.sfb_per_row << " a_mn_major=" << kind.a_mn_major
       << " b_mn_major=" << kind.b_mn_major << " out_bytes=" << kind.out_bytes << " c_bytes=" << kind.c_bytes
-      << " swap_ab=" << kind.swap_ab;
+      << " swap_ab=" << kind.swap_ab << " a_regs=" << kind.a_regs;
     return s.str();
   }
 };

@@ -27,7 +27,7 @@ inline int fp8_gemm_stage_bytes(int block_m, int block_n, const GemmKind& kind) 
 // the kernel transposes it into a pipeline stage (0: nothing to transpose).
 inline int fp8_gemm_raw_bytes(int block_m, int block_n, const GemmKind& kind) {
   if (kind.swap_ab) return 0;  // its MN-major B goes to registers, not through a relayout
-  return (kind.a_mn_major ? block_m * 128 : 0) + (kind.b_mn_major ? block_n * 128 : 0);
+  return (kind.a_mn_major && !kind.a_regs ? block_m * 128 : 0) + (kind.b_mn_major ? block_n * 128 : 0);
 }
 
 // The fewest K blocks for which the heuristic splits K over a cluster (each CTA keeps 16).
@@ -215,12 +215,31 @@ inline GemmConfig select_fp8_gemm_swap_config(int64_t m, int64_t n, int64_t k, i
   return c;
 }
 
+// A stored [K, M] read as stored into WGMMA's register operand (GemmKind::a_regs),
+// instead of transposed first: the fragment loads need TMA-readable rows (M a
+// multiple of 16). The heuristic picks it at 64 < M <= 128 (not where the swapped
+// kernel runs: A is its K-major operand there), on 128-row tiles: the narrow grid of
+// the relayout above where one exists (K split over a cluster), else the tiles the
+// model picks. H100, tt TFLOPS at M = 128 (scripts/relayout_sweep.py, session 15;
+// A read into registers / transposed first / nt): 24576x1536 473 / 440 / 470,
+// 32768x512 327 / 302 / 337, 7168x16384 at 128x64 592 / 515 / 520-592, 7168x2048
+// at 128x64 364 / 313 / 360, 4096x7168 at 128x64 over a CTA pair 438 (at 64x64 with
+// K on two warpgroups 357) / 390 / 442, 2112x7168 292 / 293 / 344. Not at M = 4096,
+// where the tiles NT picks run as fast with A transposed first (e.g. 4096x7168 943 /
+// 939) and 192 columns do not fit beside the fragments (2112x7168 at 128x144: 736
+// against 899), nor at M <= 64 (64-row tiles: their 64-byte TMA rows measured slow).
+inline bool fp8_gemm_a_regs_fits(int64_t m, const GemmKind& stored) {
+  return stored.a_mn_major && m % 16 == 0;
+}
+
 // `stored`: the operands' majors as the caller stored them; the returned config's
 // kind says which of those the kernel transposes (fp8_gemm_relayout_kind; `relayout`
-// 0 or 1 pins that choice) or whether it computes D^T (`swap_ab` 0 or 1 pins that).
+// 0 or 1 pins that choice), whether it computes D^T (`swap_ab` 0 or 1 pins that) and
+// whether it reads A into registers as stored (`a_regs` 0 or 1 pins that; relayout = 0
+// rules it out, relayout = 1 leaves it to a_regs = 1).
 inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_t batches, int num_sms,
                                          const GemmKind& stored = {}, int smem_capacity = kSmemCapacity,
-                                         int relayout = -1, int swap_ab = -1) {
+                                         int relayout = -1, int swap_ab = -1, int a_regs = -1) {
   if (m <= 0 || n <= 0 || k <= 0 || batches <= 0 || num_sms <= 0)
     throw std::invalid_argument("select_fp8_gemm_config: sizes must be positive");
   const bool swap = swap_ab == 1 ? relayout != 0
@@ -228,9 +247,11 @@ inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_
   if (swap && fp8_gemm_swap_fits(m, n, stored))
     return select_fp8_gemm_swap_config(m, n, k, batches, num_sms, stored, smem_capacity);
   const NarrowRelayout narrow = fp8_gemm_narrow_relayout(m, n, k, batches, num_sms);
-  const GemmKind kind = fp8_gemm_relayout_kind(stored, m, n, k, narrow.block_n > 0, relayout);
+  GemmKind kind = fp8_gemm_relayout_kind(stored, m, n, k, narrow.block_n > 0, relayout);
+  const bool regs = a_regs == 1 ? relayout != 0 : a_regs < 0 && relayout < 0 && m > 64 && m <= 128;
+  if (regs && fp8_gemm_a_regs_fits(m, stored)) kind.a_mn_major = kind.a_regs = true;
   const int num_k_blocks = ceil_div(k, 128);
-  if (kind.b_mn_major && !kind.a_mn_major && narrow.block_n > 0) {
+  if ((kind.b_mn_major || kind.a_regs) && !(kind.a_mn_major && !kind.a_regs) && narrow.block_n > 0) {
     GemmConfig c = candidate(kind, m <= 64 ? 64 : 128, narrow.block_n, 1, 0, num_sms, narrow.ctas);
     c.cluster_k = narrow.cluster_k;
     // 64-row tiles without a cluster run K on two warpgroups (measured so; not 1D1D,
@@ -256,6 +277,8 @@ inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_
       // 1D1D promotes with a scale per column: at 192 columns ptxas spills (measured in
       // SASS with FP32 output and C).
       if (kind.sfb_per_row && bn > 160) continue;
+      // A fragments (a_regs) take 16 registers more: at 192 columns ptxas spills.
+      if (kind.a_regs && bn > 160) continue;
       const int stages = fp8_gemm_max_stages(bm, bn, kind, 1, 1, smem_capacity);
       if (stages < 3) continue;
       const int64_t tiles = batches * ceil_div(m, bm) * ceil_div(n, bn);
@@ -271,7 +294,8 @@ inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_
       // and 8 at M = 128 over the DeepSeek-V3 shapes: the picks at M = 4096 are
       // within 3% of the best swept; at M = 128 the model misses by up to 25%, where
       // the A tiles every n-block re-reads from L2 are what binds.)
-      const bool two_acc = bn <= (kind.sfb_per_row ? 96 : 128);
+      // (Mirrors kTwoAccumulatorSets in the kernel: A fragments take registers too.)
+      const bool two_acc = bn <= (kind.a_regs ? 80 : kind.sfb_per_row ? 96 : 128);
       const double wgmma = 2.0 * bn;
       const double load = (bm + bn) * 128.0 / 48.0;
       const double math = two_acc ? (bm / 64) * wgmma + 64

@@ -25,8 +25,9 @@ struct Sm90Fp8Gemm {
     src += "#include <sm90/fp8_gemm.cuh>\n";
     src += wgmma_ext_include(c.block_n);
     src += "\n";
-    // swap_ab: A (the caller's B) comes from registers.
-    src += "using Wgmma = cute::SM90::GMMA::MMA_64x" + bn + "x32_F32E4M3E4M3_" + (c.kind.swap_ab ? "RS" : "SS") +
+    // swap_ab, a_regs: A (the caller's B, or A) comes from registers.
+    const bool a_from_regs = c.kind.swap_ab || c.kind.a_regs;
+    src += "using Wgmma = cute::SM90::GMMA::MMA_64x" + bn + "x32_F32E4M3E4M3_" + (a_from_regs ? "RS" : "SS") +
            "_TN<>;\n\n";
     src += "extern \"C\" __global__ void __launch_bounds__(" + std::to_string(c.num_threads()) + ", 1)\n";
     src += std::string(kSymbol) + "(const __grid_constant__ jaxgemm::Fp8GemmParams params) {\n";
@@ -36,9 +37,10 @@ struct Sm90Fp8Gemm {
            std::to_string(c.k_split) + ", " + std::to_string(c.cluster_k) + ", " +
            bool_str(c.kind.sfb_per_row) + ", " +
            std::to_string(c.kind.out_bytes) + ", " + std::to_string(c.kind.c_bytes) + ", " +
-           bool_str(heuristics::fp8_gemm_epilogue_ring(c)) + ", " + bool_str(c.kind.a_mn_major && !c.kind.swap_ab) +
+           bool_str(heuristics::fp8_gemm_epilogue_ring(c)) + ", " + bool_str(c.kind.a_mn_major && !a_from_regs) +
            ", " + bool_str(c.kind.b_mn_major && !c.kind.swap_ab) + ", " +
-           std::to_string(heuristics::fp8_gemm_raw_stages(c)) + ", " + bool_str(c.kind.swap_ab) + ">(params);\n}\n";
+           std::to_string(heuristics::fp8_gemm_raw_stages(c)) + ", " + bool_str(c.kind.swap_ab) + ", " +
+           bool_str(c.kind.a_regs) + ">(params);\n}\n";
     return src;
   }
 
@@ -67,9 +69,13 @@ struct Sm90Fp8Gemm {
     // K-major: 128-byte K rows, swizzled as WGMMA reads them. MN-major (the kernel
     // transposes in shared memory): whole tile rows, 128 K deep, as stored.
     const uint64_t mk = uint64_t(x.m) * x.k, nk = uint64_t(x.n) * x.k;
+    // An MN-major operand read into register fragments (a_regs, and swap_ab's A below) is
+    // swizzled over its block_m-byte rows, as the fragment loads read it.
+    const auto fragment_swizzle = c.block_m == 128 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B;
     jit::TmaTensor a = c.kind.a_mn_major
         ? jit::TmaTensor{CU_TENSOR_MAP_DATA_TYPE_UINT8, x.a, 3, {x.m, x.k, x.batches}, {x.m, mk},
-                         {uint32_t(c.block_m), 128, 1}, CU_TENSOR_MAP_SWIZZLE_NONE}
+                         {uint32_t(c.block_m), 128, 1},
+                         c.kind.a_regs ? fragment_swizzle : CU_TENSOR_MAP_SWIZZLE_NONE}
         : jit::TmaTensor{CU_TENSOR_MAP_DATA_TYPE_UINT8, x.a, 3, {x.k, x.m, x.batches}, {x.k, mk},
                          {128, uint32_t(c.block_m / c.cluster_n), 1}, CU_TENSOR_MAP_SWIZZLE_128B};
     jit::TmaTensor b = c.kind.b_mn_major
@@ -85,8 +91,7 @@ struct Sm90Fp8Gemm {
       // swizzled over its block_m-byte rows for the fragment loads), its columns M (B: the caller's A,
       // [L, M, K]); D [L, M, N] is stored from transposed 128-byte chunks.
       a = jit::TmaTensor{CU_TENSOR_MAP_DATA_TYPE_UINT8, x.b, 3, {x.n, x.k, lb}, {x.n, nk},
-                         {uint32_t(c.block_m), 128, 1},
-                         c.block_m == 128 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B};
+                         {uint32_t(c.block_m), 128, 1}, fragment_swizzle};
       b = jit::TmaTensor{CU_TENSOR_MAP_DATA_TYPE_UINT8, x.a, 3, {x.k, x.m, x.batches}, {x.k, mk},
                          {128, uint32_t(c.block_n), 1}, CU_TENSOR_MAP_SWIZZLE_128B};
       d.box = {uint32_t(128 / ob), uint32_t(c.out_block_n()), 1};

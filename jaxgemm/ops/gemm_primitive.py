@@ -37,11 +37,11 @@ __all__ = ["GemmSpec", "gemm_p", "gemm_config", "CONFIG_KEYS", "normalize_config
 
 SMEM_CAPACITY = 232448  # bytes of shared memory one SM90 block may use
 CONFIG_KEYS = ("block_m", "block_n", "num_stages", "store_n", "group_n", "num_sms", "cluster_m", "cluster_n",
-               "k_split", "cluster_k", "pingpong", "relayout", "swap_ab")
+               "k_split", "cluster_k", "pingpong", "relayout", "swap_ab", "a_regs")
 # Config keys that only the lowering reads (the kernel's form of them is in its kind).
 _LOWERING_KEYS = ("relayout",)
 # Config keys the heuristic takes as a choice to honour, still picking the tiles.
-_HEURISTIC_KEYS = ("relayout", "swap_ab")
+_HEURISTIC_KEYS = ("relayout", "swap_ab", "a_regs")
 _KIND_KEYS = ("sfb_per_row", "a_mn_major", "b_mn_major", "out_bytes", "c_bytes")
 _FFI_TARGETS = {"fp8": "jaxgemm_fp8_gemm", "bf16": "jaxgemm_bf16_gemm"}
 
@@ -142,6 +142,7 @@ _CONFIG_RULES = {
     "pingpong": (lambda v: v in (0, 1), "0 or 1"),
     "relayout": (lambda v: v in (0, 1), "0 or 1"),
     "swap_ab": (lambda v: v in (0, 1), "0 or 1"),
+    "a_regs": (lambda v: v in (0, 1), "0 or 1"),
 }
 
 
@@ -172,10 +173,11 @@ def _pin_relayout(spec: GemmSpec, cfg: dict, overrides: dict, op_name: str):
         return
     multicast_a, multicast_b = overrides.get("cluster_n", 1) > 1, overrides.get("cluster_m", 1) > 1
     if (cfg["a_mn_major"] and multicast_a) or (cfg["b_mn_major"] and multicast_b):
-        if overrides.get("relayout"):
-            raise ValueError(f"{op_name}: config {overrides}: an operand the kernel transposes "
-                             "(relayout=1) is not multicast (cluster_m=2 multicasts B, cluster_n=2 A)")
-        cfg["a_mn_major"] = cfg["b_mn_major"] = 0
+        if overrides.get("relayout") or overrides.get("a_regs"):
+            raise ValueError(f"{op_name}: config {overrides}: an operand the kernel reads as stored "
+                             "(relayout=1, a_regs=1) is not multicast (cluster_m=2 multicasts B, "
+                             "cluster_n=2 A)")
+        cfg["a_mn_major"] = cfg["b_mn_major"] = cfg["a_regs"] = 0
     cfg["relayout"] = int(cfg["a_mn_major"] or cfg["b_mn_major"])
 
 
@@ -193,6 +195,21 @@ def _check_swap_ab(spec: GemmSpec, cfg: dict, overrides: dict, op_name: str, m: 
         raise ValueError(f"{op_name}: config swap_ab=1 needs N a multiple of 16: TMA reads B's "
                          "[K, N] rows in 16-byte units")
     cfg["a_mn_major"], cfg["b_mn_major"], cfg["relayout"] = 0, 1, 1
+
+
+def _check_a_regs(spec: GemmSpec, cfg: dict, overrides: dict, op_name: str, m: int):
+    """A pinned a_regs=1: the FP8 kernel reads A (stored [K, M]) as stored into the
+    tensor cores' register operand."""
+    if spec.op != "fp8" or not spec.a_stored_mn_major:
+        raise ValueError(f"{op_name}: config a_regs=1 (A read into registers as stored) is for "
+                         "the FP8 GEMMs whose A is stored [K, M] (layouts tn, tt)")
+    if overrides.get("relayout") == 0 or cfg.get("swap_ab"):
+        raise ValueError(f"{op_name}: config a_regs=1 reads A as stored: not with relayout=0 "
+                         "(transpose first) or swap_ab=1 (A is then the K-major operand)")
+    if m % 16:
+        raise ValueError(f"{op_name}: config a_regs=1 needs M a multiple of 16: TMA reads A's "
+                         "[K, M] rows in 16-byte units")
+    cfg["a_mn_major"] = 1
 
 
 def gemm_config(spec: GemmSpec, m: int, n: int, k: int, batches: int = 1, *,
@@ -216,7 +233,8 @@ def gemm_config(spec: GemmSpec, m: int, n: int, k: int, batches: int = 1, *,
                                        a_mn_major=spec.a_stored_mn_major,
                                        b_mn_major=spec.b_stored_mn_major,
                                        relayout=overrides.get("relayout", -1),
-                                       swap_ab=overrides.get("swap_ab", -1)))
+                                       swap_ab=overrides.get("swap_ab", -1),
+                                       a_regs=overrides.get("a_regs", -1)))
         cfg["relayout"] = int(cfg["a_mn_major"] or cfg["b_mn_major"])
     else:
         cfg = dict(ext.bf16_gemm_config(m, n, k, batches, num_sms, bool(kind["a_mn_major"]),
@@ -227,6 +245,8 @@ def gemm_config(spec: GemmSpec, m: int, n: int, k: int, batches: int = 1, *,
     cfg.update(overrides)
     if cfg.get("swap_ab"):
         _check_swap_ab(spec, cfg, overrides, op_name, m, n)
+    if overrides.get("a_regs"):
+        _check_a_regs(spec, cfg, overrides, op_name, m)
     _pin_relayout(spec, cfg, overrides, op_name)
     if set(overrides) <= set(_HEURISTIC_KEYS):
         return cfg  # the heuristic's tiles, as it picked them for this relayout or swap

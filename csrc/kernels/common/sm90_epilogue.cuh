@@ -58,7 +58,10 @@ __device__ __forceinline__ void stage_pair(uint32_t addr, float lo, float hi) {
 }
 
 // `seq` counts the chunks this warpgroup has stored so far (it picks the ring slot).
-template <bool RING, unsigned BLOCK_N, unsigned STORE_N, unsigned OUT_BYTES, unsigned C_BYTES, unsigned NUM_ACC>
+// PAIRED_ROWS: the accumulators' rows in the order of the MN-major A fragments
+// (sm90_fp8_mn_major_a.cuh): a thread holds rows 2g and 2g + 1 of its warp's 16.
+template <bool RING, unsigned BLOCK_N, unsigned STORE_N, unsigned OUT_BYTES, unsigned C_BYTES,
+          bool PAIRED_ROWS = false, unsigned NUM_ACC>
 __device__ __forceinline__ void store_tile(float (&acc)[NUM_ACC], uint8_t* smem_d_wg, const TmaDescriptor* tma_d,
                                            const void* c, const EpilogueCoords& at, unsigned barrier_id,
                                            unsigned& seq) {
@@ -68,7 +71,9 @@ __device__ __forceinline__ void store_tile(float (&acc)[NUM_ACC], uint8_t* smem_
   static_assert(BLOCK_N % STORE_N == 0 && (SPAN == 128 || SPAN == 64 || SPAN == 32),
                 "output chunks are 128, 64 or 32 bytes wide");
   const unsigned t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
-  const unsigned row0 = warp * 16 + lane / 4;  // this thread's rows: row0 and row0 + 8
+  // This thread's rows: row0 and row0 + ROW_STEP.
+  const unsigned row0 = PAIRED_ROWS ? warp * 16 + 2 * (lane / 4) : warp * 16 + lane / 4;
+  constexpr unsigned ROW_STEP = PAIRED_ROWS ? 1 : 8;
 
   if constexpr (C_BYTES != 0) {
 #pragma unroll
@@ -76,7 +81,7 @@ __device__ __forceinline__ void store_tile(float (&acc)[NUM_ACC], uint8_t* smem_
       const unsigned col = at.n0 + j * 8 + (lane % 4) * 2;
 #pragma unroll
       for (unsigned h = 0; h < 2; ++h) {
-        const unsigned row = at.row_base + row0 + 8 * h;
+        const unsigned row = at.row_base + row0 + ROW_STEP * h;
         if (row < at.m && col < at.n) {
           const float2 v = load_c_pair<C_BYTES>(c, (static_cast<size_t>(at.l) * at.m + row) * at.n + col);
           acc[j * 4 + 2 * h] += v.x;
@@ -95,7 +100,7 @@ __device__ __forceinline__ void store_tile(float (&acc)[NUM_ACC], uint8_t* smem_
       const unsigned col = j * 8 + (lane % 4) * 2 - ch * STORE_N;
 #pragma unroll
       for (unsigned h = 0; h < 2; ++h) {
-        unsigned off = (row0 + 8 * h) * SPAN + col * OUT_BYTES;
+        unsigned off = (row0 + ROW_STEP * h) * SPAN + col * OUT_BYTES;
         off ^= ((off >> 7) & SWIZZLE_MASK) << 4;
         stage_pair<OUT_BYTES>(base + off, acc[j * 4 + 2 * h], acc[j * 4 + 2 * h + 1]);
       }

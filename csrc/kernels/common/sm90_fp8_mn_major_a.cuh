@@ -4,9 +4,9 @@
 // may come from registers, where the layout is the thread's own business. So an
 // operand stored MN-major can be the A operand without being transposed in shared
 // memory: the math warps load each K block as TMA brought it and build the
-// fragments with ldmatrix.trans and PRMT. The kernel that uses this computes D^T =
-// B^T A^T for a caller whose B is MN-major (fp8_gemm.cuh, SWAP_AB), so that B is
-// its A operand.
+// fragments with ldmatrix.trans and PRMT. fp8_gemm.cuh does so for a caller's A
+// stored MN-major (A_REGS), and for a caller's B stored MN-major by computing D^T =
+// B^T A^T (SWAP_AB), so that B is its A operand.
 //
 // Source: the K block as TMA wrote it, raw[k][r] (k < 128, ROWS bytes per k),
 // swizzled over rows of ROWS bytes (TMA's 128B swizzle for 128-byte rows: 16-byte unit
@@ -16,15 +16,17 @@
 // The fragment of m64nNk32, 8-bit A: in warp w (rows 16w..16w+15), lane l holds 4
 // registers of 4 consecutive K bytes each: rows g = l/4 and g + 8, K 4j..4j+3 and
 // 16 + 4j.. (j = l%4). ldmatrix.trans on 16-bit elements (a pair of rows) gives lane
-// l, from an 8x8 matrix whose row i sits at k(i), the pair g of the 16 rows at k(2j)
-// and k(2j+1). With matrix X at k = {0,1,4,5,8,9,12,13} and Y at {2,3,6,7,...}
-// (+16 for the second half of the k32 step), X holds K 4j, 4j+1 and Y 4j+2, 4j+3 of
-// rows 2g and 2g+1; two PRMTs make them the fragment. So fragment row g is tile row
-// 2g and fragment row g + 8 is tile row 2g + 1 (of the warp's 16): the accumulators'
-// rows follow the same order, which the epilogue undoes (store_tile_transposed).
+// l, from an 8x8 matrix, the pair g of the 16 rows at the k of the matrix's rows 2j
+// and 2j + 1. Two matrices X and Y per 16 K: each lane's 4 K come as a pair from
+// each, and two PRMTs make them the fragment. So fragment row g is tile row 2g and
+// fragment row g + 8 is tile row 2g + 1 (of the warp's 16): the accumulators' rows
+// follow the same order, which the epilogues undo.
 //
-// Bank conflicts: the rows k and k + 8 of a matrix share their swizzle phase, so
-// each 8-row matrix takes two shared-memory wavefronts instead of one.
+// Which pair comes from X is free, and it is picked so that each matrix's 8 rows
+// fall in distinct 16-byte bank groups under either swizzle: X holds K 4j, 4j+1 for
+// j < 2 and 4j+2, 4j+3 for j >= 2 ({0,1,4,5,10,11,14,15}), Y the others. (With X
+// at {0,1,4,5,8,9,12,13} rows k and k + 8 shared a bank group: each matrix took two
+// shared-memory wavefronts.) Lanes with j >= 2 then take their low pair from Y.
 #pragma once
 
 #include "sm90_utils.cuh"
@@ -43,15 +45,22 @@ template <unsigned ROWS>
 class MnMajorAFragments {
   static_assert(ROWS == 64 || ROWS == 128, "raw rows of 64 or 128 bytes");
   uint32_t offset_;  // this lane's ldmatrix row address, relative to the K block
+  // PRMT selectors of this lane's rows 2g and 2g + 1: bytes 0, 2 (1, 3) of the matrix
+  // with its low K pair, then of the other.
+  uint32_t select_even_, select_odd_;
 
  public:
   // `first_row`: the warp's first tile row (a multiple of 16).
   __device__ __forceinline__ MnMajorAFragments(unsigned first_row, unsigned lane) {
     const unsigned matrix = lane / 8, i = lane % 8;  // lane l gives row i of matrix l / 8
     const unsigned half = matrix / 2, y = matrix % 2;
-    const unsigned k = half * 16 + (i & 1) + (i >> 1) * 4 + y * 2;
+    const unsigned j = i / 2;  // the row serves lanes with l % 4 = j
+    const unsigned k = half * 16 + j * 4 + (i & 1) + 2 * (y ^ (j >= 2 ? 1u : 0u));
     const unsigned o = k * ROWS + first_row;
     offset_ = o ^ (((o >> 7) & (ROWS / 16 - 1)) << 4);
+    const bool low_in_y = lane % 4 >= 2;
+    select_even_ = low_in_y ? 0x2064 : 0x6420;
+    select_odd_ = low_in_y ? 0x3175 : 0x7531;
   }
 
   __device__ __forceinline__ void load(uint32_t block, uint32_t (&frag)[16]) const {
@@ -60,10 +69,10 @@ class MnMajorAFragments {
       // 32 K rows on: a multiple of 1024 bytes, the same swizzle phase.
       uint32_t r[4];
       ldmatrix_x4_trans(block + offset_ + s * 32 * ROWS, r);
-      frag[4 * s + 0] = prmt(r[0], r[1], 0x6420);  // row 2g: bytes 0, 2 of X, then of Y
-      frag[4 * s + 1] = prmt(r[0], r[1], 0x7531);  // row 2g + 1: bytes 1, 3
-      frag[4 * s + 2] = prmt(r[2], r[3], 0x6420);
-      frag[4 * s + 3] = prmt(r[2], r[3], 0x7531);
+      frag[4 * s + 0] = prmt(r[0], r[1], select_even_);  // row 2g, K 4j..4j+3
+      frag[4 * s + 1] = prmt(r[0], r[1], select_odd_);   // row 2g + 1
+      frag[4 * s + 2] = prmt(r[2], r[3], select_even_);  // the same at K + 16
+      frag[4 * s + 3] = prmt(r[2], r[3], select_odd_);
     }
   }
 };

@@ -80,6 +80,12 @@
 // become per-column scales, copied into each stage by the scale warp; D is written
 // transposed (store_tile_transposed). The shared-memory traffic per K block is then
 // NT's, where the relayout adds a read and a write of the transposed operand.
+//
+// A_REGS: A is stored MN-major ([L, K, M]) and read the same way, into register
+// fragments, without swapping: TMA loads its K blocks as stored, the math warps build
+// the fragments, and everything else is NT's. The fragments order each warp's rows
+// in pairs (sm90_fp8_mn_major_a.cuh), so a thread's two rows are 2g and 2g + 1 of
+// its 16, not g and g + 8: its A scales and its rows in the epilogue follow.
 #pragma once
 
 #include <cutlass/arch/reg_reconfig.h>
@@ -158,9 +164,10 @@ __device__ __forceinline__ void promote_at_split(float (&final_acc)[NUM_ACC], co
 }
 
 // Per-column scales (1D1D, SWAP_AB) are held while promoting: at 128 columns it spills;
-// SWAP_AB also holds two sets of A fragments (16 registers each): at 96 it spills.
-constexpr bool kTwoAccumulatorSets(unsigned block_n, bool column_scales, bool swap_ab) {
-  return block_n <= (swap_ab ? 80u : column_scales ? 96u : 128u);
+// A from registers also holds two sets of A fragments (16 registers each): at 96
+// columns it spills, with column scales (SWAP_AB) or without (A_REGS).
+constexpr bool kTwoAccumulatorSets(unsigned block_n, bool column_scales, bool a_fragments) {
+  return block_n <= (a_fragments ? 80u : column_scales ? 96u : 128u);
 }
 
 template <unsigned V>
@@ -271,7 +278,7 @@ struct Fp8GemmLayout {
 template <class Wgmma, unsigned BLOCK_M, unsigned BLOCK_N, unsigned NUM_STAGES, unsigned STORE_N,
           unsigned GROUP_N, unsigned CLUSTER_M, unsigned CLUSTER_N, unsigned K_SPLIT, unsigned CLUSTER_K,
           bool SFB_PER_ROW, unsigned OUT_BYTES, unsigned C_BYTES, bool EPILOGUE_RING, bool A_MN = false,
-          bool B_MN = false, unsigned NUM_RAW = 0, bool SWAP_AB = false>
+          bool B_MN = false, unsigned NUM_RAW = 0, bool SWAP_AB = false, bool A_REGS = false>
 __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   using Layout = Fp8GemmLayout<BLOCK_M, BLOCK_N, NUM_STAGES, SFB_PER_ROW, OUT_BYTES, EPILOGUE_RING, K_SPLIT,
                                CLUSTER_K, A_MN, B_MN, NUM_RAW, SWAP_AB>;
@@ -279,6 +286,8 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   static_assert(RELAYOUT == (NUM_RAW > 0), "raw stages exactly for an MN-major operand");
   // Per-column scales: 1D1D's B scales, or SWAP_AB's (the caller's A scales).
   constexpr bool COLUMN_SCALES = SFB_PER_ROW || SWAP_AB;
+  // WGMMA's A operand from registers, built from an MN-major K block.
+  constexpr bool A_FRAGS = SWAP_AB || A_REGS;
   constexpr unsigned BLOCK_K = Layout::BLOCK_K;
   constexpr unsigned ROW_WG = BLOCK_M / 64;          // warpgroups across the tile's rows
   constexpr unsigned NUM_MATH_WG = ROW_WG * K_SPLIT;  // ... times those along K
@@ -290,7 +299,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   constexpr unsigned MATH_REGS = RELAYOUT ? kRelayoutMathRegs : kMathRegs;
   // Two accumulator sets where the registers allow: promoted, in flight and final
   // take 3 x NUM_ACC of the MATH_REGS each math warpgroup gets (checked: no spills).
-  constexpr bool TWO_ACC = kTwoAccumulatorSets(BLOCK_N, COLUMN_SCALES, SWAP_AB);
+  constexpr bool TWO_ACC = kTwoAccumulatorSets(BLOCK_N, COLUMN_SCALES, A_FRAGS);
   static_assert(BLOCK_N % 16 == 0 && BLOCK_N <= 256, "BLOCK_N must be a multiple of 16");
   static_assert((CLUSTER_M == 1 || CLUSTER_M == 2) && (CLUSTER_N == 1 || CLUSTER_N == 2) &&
                     CLUSTER_M * CLUSTER_N <= 2,
@@ -308,6 +317,8 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
                 "an operand relaid out in shared memory is not multicast");
   static_assert(!SWAP_AB || (!RELAYOUT && !SFB_PER_ROW && CLUSTER == 1 && !EPILOGUE_RING && BLOCK_N <= 128),
                 "SWAP_AB: 1D2D, no relayout, no multicast, the whole tile staged, at most 128 columns");
+  static_assert(!A_REGS || (!SWAP_AB && !A_MN && CLUSTER_N == 1),
+                "A_REGS: A read as stored, neither relaid out nor multicast");
 
   // Shared memory: [D staging][sums][recv][A x stages][B x stages][raw x NUM_RAW][SFA x stages]
   // [SFB x stages][barriers]
@@ -423,6 +434,8 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
             // stored; the caller's A, K-major.
             tma_load_3d(&p.tma_a, &full[s], a, m0, k0, lb);
             tma_load_3d(&p.tma_b, &full[s], b, k0, n0, static_cast<int>(l));
+          } else if constexpr (A_REGS) {
+            tma_load_3d(&p.tma_a, &full[s], a, m0, k0, static_cast<int>(l));  // MN-major, as stored
           } else if constexpr (A_MN) {
           } else if constexpr (CLUSTER_N == 1) {
             tma_load_3d(&p.tma_a, &full[s], a, k0, m0, static_cast<int>(l));
@@ -566,16 +579,20 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
     const uint32_t sfb_row0 = smem_u32 + (reinterpret_cast<uint8_t*>(smem_sfb) - smem);
     const uint32_t full0 = smem_u32 + (reinterpret_cast<uint8_t*>(full) - smem);
     const uint32_t empty0 = smem_u32 + (reinterpret_cast<uint8_t*>(empty) - smem);
+    // This thread's rows of the tile: row0 and row0 + 8, or with A fragments (their
+    // pair order) rows 2g and 2g + 1 of the warp's 16.
+    const unsigned scale_row0 = A_REGS ? warp * 16 + 2 * (lane / 4) : row0;
+    constexpr unsigned kScaleRow1 = A_REGS ? 1 : 8;  // ... and the second, that many on
     const uint32_t sfa0 =
-        keep_in_register(smem_u32 + (reinterpret_cast<uint8_t*>(smem_sfa) - smem) + (row_wg * 64 + row0) * 4);
+        keep_in_register(smem_u32 + (reinterpret_cast<uint8_t*>(smem_sfa) - smem) + (row_wg * 64 + scale_row0) * 4);
     // Per-column scales of stage 0 (1D1D's B scales, SWAP_AB's A scales), and the
     // stride between stages.
     const uint32_t column_scales0 = SWAP_AB ? smem_u32 + (reinterpret_cast<uint8_t*>(smem_sfa) - smem) : sfb_row0;
     constexpr unsigned kColumnScaleStride = SWAP_AB ? Layout::SMEM_SFA : Layout::SMEM_SFB;
-    // SWAP_AB: stage 0's MN-major A block, read into fragments by this warp's 16 rows.
+    // A_FRAGS: stage 0's MN-major A block, read into fragments by this warp's 16 rows.
     const uint32_t smem_a0 = keep_in_register(smem_u32 + (smem_a - smem));
-    const MnMajorAFragments<SWAP_AB ? BLOCK_M : 64> a_fragments(row_wg * 64 + warp * 16, lane);
-    constexpr unsigned FRAG = SWAP_AB ? 16 : 1;  // A fragment registers per K block in flight
+    const MnMajorAFragments<A_FRAGS ? BLOCK_M : 64> a_fragments(row_wg * 64 + warp * 16, lane);
+    constexpr unsigned FRAG = A_FRAGS ? 16 : 1;  // A fragment registers per K block in flight
     KBlock tile_pos{0, 0};  // pipeline position (stage, phase) of the tile's first K block
     // Moves a pipeline position n stages on (the phase flips once per wrap); the K
     // loop's step, K_SPLIT stages, wraps at most once.
@@ -647,11 +664,14 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
         JAXGEMM_TIMELINE(if (tl_keep && tl_seen_n < 32) tl_seen[tl_seen_n++] = global_timer_ns();)
         if constexpr (SWAP_AB) {
           blk.sa0 = blk.sa1 = blk.sb0;  // the tile's rows share one scale block
+        } else {
+          blk.sa0 = ld_shared_f32(sfa0 + blk.stage * BLOCK_M * 4);
+          blk.sa1 = ld_shared_f32(sfa0 + blk.stage * BLOCK_M * 4 + kScaleRow1 * 4);
+        }
+        if constexpr (A_FRAGS) {
           a_fragments.load(smem_a0 + blk.stage * Layout::SMEM_A, frag);
           issue_wgmma_batch_rs<Wgmma>(frag, desc_b0 + blk.stage * (Layout::SMEM_B / 16), acc);
         } else {
-          blk.sa0 = ld_shared_f32(sfa0 + blk.stage * BLOCK_M * 4);
-          blk.sa1 = ld_shared_f32(sfa0 + blk.stage * BLOCK_M * 4 + 8 * 4);
           issue_wgmma_batch<Wgmma>(desc_a0 + blk.stage * (Layout::SMEM_A / 16),
                                    desc_b0 + blk.stage * (Layout::SMEM_B / 16), acc);
         }
@@ -666,7 +686,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
         // After the block's WGMMAs completed: release its stage, promote its accumulators.
         auto finish = [&](const KBlock& blk, float(&acc)[NUM_ACC], uint32_t(&frag)[FRAG]) {
           fence_accumulators(acc);
-          if constexpr (SWAP_AB) fence_fragments(frag);
+          if constexpr (A_FRAGS) fence_fragments(frag);
           if constexpr (COLUMN_SCALES) {  // the column scales are read from the stage: promote first
             promote_per_column<BLOCK_N>(final_acc, acc, blk, column_scales0 + blk.stage * kColumnScaleStride, lane);
             release_stage<CLUSTER>(empty0 + blk.stage * 8, lane);
@@ -746,15 +766,15 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
         if constexpr (SWAP_AB)
           store_tile_transposed<OUT_BYTES, C_BYTES>(slice, smem_d_wg, &p.tma_d, p.c, at, 1 + row_wg);
         else
-          store_tile<EPILOGUE_RING, Layout::OUT_BLOCK_N, STORE_N, OUT_BYTES, C_BYTES>(slice, smem_d_wg, &p.tma_d,
-                                                                                      p.c, at, 1 + row_wg, store_seq);
+          store_tile<EPILOGUE_RING, Layout::OUT_BLOCK_N, STORE_N, OUT_BYTES, C_BYTES, A_REGS>(
+              slice, smem_d_wg, &p.tma_d, p.c, at, 1 + row_wg, store_seq);
       } else {
         const EpilogueCoords at{p.m, p.n, l, m_block * BLOCK_M + row_wg * 64, n0};
         if constexpr (SWAP_AB)
           store_tile_transposed<OUT_BYTES, C_BYTES>(final_acc, smem_d_wg, &p.tma_d, p.c, at, 1 + row_wg);
         else
-          store_tile<EPILOGUE_RING, BLOCK_N, STORE_N, OUT_BYTES, C_BYTES>(final_acc, smem_d_wg, &p.tma_d, p.c, at,
-                                                                          1 + row_wg, store_seq);
+          store_tile<EPILOGUE_RING, BLOCK_N, STORE_N, OUT_BYTES, C_BYTES, A_REGS>(final_acc, smem_d_wg, &p.tma_d,
+                                                                                  p.c, at, 1 + row_wg, store_seq);
       }
     }
     if constexpr (CLUSTER_K > 1) {
