@@ -172,7 +172,11 @@ def _fp8_doc(layout):
                     "    D^T = B^T A^T with B read straight into the tensor cores' register operand\n"
                     "    (config `swap_ab=1`; the heuristic picks it at 64 < M <= 128 where 64-row\n"
                     "    tiles of N fill the SMs in one wave), so B is never transposed.\n"
-                    if layout[1] == "n" else "\n"))
+                    if layout[1] == "n" else "\n") + (
+                    "    A stored [K, M] may likewise be read as stored into that register operand\n"
+                    "    (config `a_regs=1`, M a multiple of 16; the heuristic picks it at\n"
+                    "    64 < M <= 128 where the kernel is not swapped), so A is never transposed.\n"
+                    if layout[0] == "t" else ""))
     return f"""Block-scaled FP8 GEMM `D = C + dequant(A) @ dequant(B)`, layout "{layout}".
 
     Args:
@@ -186,8 +190,8 @@ def _fp8_doc(layout):
         `store_n`, `group_n`, `num_sms`, `cluster_m`: 2 multicasts B to CTA pairs along M,
         `cluster_n`: 2 multicasts A along N, `k_split`: 2 has two warpgroups take
         alternate K blocks of each 64-row tile, `cluster_k`: 2, 4 or 8 CTAs of a cluster
-        split K of each tile and sum their parts in shared memory, `relayout` and
-        `swap_ab`: see below); missing keys are chosen by the heuristic.
+        split K of each tile and sum their parts in shared memory, `relayout`, `swap_ab`
+        and `a_regs`: see below); missing keys are chosen by the heuristic.
 
     Returns `[M, N]` of `out_dtype`. Needs K % 16 == 0 and N % 8 == 0 (TMA alignment).
 {relayout}
@@ -337,7 +341,9 @@ def fp8_gemm_config(m: int, n: int, k: int, batches: int = 1, *, layout: str = "
     overrides). `relayout` is 1 where the kernel reads operands stored MN-major as
     they are (`a_mn_major`, `b_mn_major` say which), 0 where they are transposed
     first; `swap_ab` is 1 where the kernel computes D^T with B (stored [K, N]) as its
-    register operand, its `block_m` then tiling N and `block_n` M.
+    register operand, its `block_m` then tiling N and `block_n` M; `a_regs` is 1 where A
+    (stored [K, M]) is the register operand as stored, 0 where A is transposed in
+    shared memory or first.
 
     Called at lowering time; `num_sms` defaults to `get_num_sms()` (needs a GPU).
     """
