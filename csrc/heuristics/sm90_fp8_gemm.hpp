@@ -221,10 +221,12 @@ inline GemmConfig select_fp8_gemm_swap_config(int64_t m, int64_t n, int64_t k, i
 // kernel runs: A is its K-major operand there), on 128-row tiles: the narrow grid of
 // the relayout above where one exists (K split over a cluster), else the tiles the
 // model picks. H100, tt TFLOPS at M = 128 (scripts/relayout_sweep.py, session 15;
-// A read into registers / transposed first / nt): 24576x1536 473 / 440 / 470,
-// 32768x512 327 / 302 / 337, 7168x16384 at 128x64 592 / 515 / 520-592, 7168x2048
-// at 128x64 364 / 313 / 360, 4096x7168 at 128x64 over a CTA pair 438 (at 64x64 with
-// K on two warpgroups 357) / 390 / 442, 2112x7168 292 / 293 / 344. Not at M = 4096,
+// A read into registers / transposed first / nt, runs on two machines): 4096x7168 at
+// 128x64 over a CTA pair 438 (at 64x64 with K on two warpgroups 357) / 390-412 /
+// 437-463, 2112x7168 at 128x128 over 4 CTAs 292 / 282-293 / 322-344, 7168x16384 at
+// 128x128 over a pair 573 (128x64 alone: 570-592) / 515-552 / 520-604, 7168x2048 at
+// 128x128 over a pair 311 (128x64 alone: 304-364) / 313-321 / 360-377; with no narrow
+// grid, 24576x1536 473 / 440 / 470, 32768x512 327 / 302 / 337. Not at M = 4096,
 // where the tiles NT picks run as fast with A transposed first (e.g. 4096x7168 943 /
 // 939) and 192 columns do not fit beside the fragments (2112x7168 at 128x144: 736
 // against 899), nor at M <= 64 (64-row tiles: their 64-byte TMA rows measured slow).
