@@ -211,7 +211,7 @@ def test_fp8_gemm_narrow_relayout(m, n, k, layout, tile):
     """The heuristic's own pick at M <= 128: B relaid out in one row of 128- or
     64-column tiles (block_m, block_n, cluster_k, k_split as `tile`), with partial M,
     N and K."""
-    no_swap = {"swap_ab": 0}  # the swapped kernel would take some of these (test_fp8_swap_ab_gpu.py)
+    no_swap = {"swap_ab": 0}  # the swapped kernel would take some of these (test_fp8_register_a_gpu.py)
     cfg = jaxgemm.fp8_gemm_config(m, n, k, layout=layout, num_sms=132, config=no_swap)
     assert cfg["relayout"] == 1 and cfg["swap_ab"] == 0, cfg
     assert (cfg["block_m"], cfg["block_n"], cfg["cluster_k"], cfg["k_split"]) == tile, cfg
