@@ -23,6 +23,11 @@ struct GemmKind {
   // FP8 with A MN-major (a_mn_major): A is read as stored into WGMMA's register operand
   // (kernels/sm90/fp8_gemm.cuh, A_REGS), not transposed in shared memory.
   bool a_regs = false;
+
+  // FP8: the operands the kernel transposes in shared memory (the others are K-major,
+  // or MN-major ones read into registers).
+  bool a_relaid_out() const { return a_mn_major && !a_regs && !swap_ab; }
+  bool b_relaid_out() const { return b_mn_major && !swap_ab; }
 };
 
 struct GemmConfig {

@@ -26,8 +26,7 @@ inline int fp8_gemm_stage_bytes(int block_m, int block_n, const GemmKind& kind) 
 // Bytes of one raw stage: the K block of each MN-major operand as TMA brings it, before
 // the kernel transposes it into a pipeline stage (0: nothing to transpose).
 inline int fp8_gemm_raw_bytes(int block_m, int block_n, const GemmKind& kind) {
-  if (kind.swap_ab) return 0;  // its MN-major B goes to registers, not through a relayout
-  return (kind.a_mn_major && !kind.a_regs ? block_m * 128 : 0) + (kind.b_mn_major ? block_n * 128 : 0);
+  return (kind.a_relaid_out() ? block_m * 128 : 0) + (kind.b_relaid_out() ? block_n * 128 : 0);
 }
 
 // The fewest K blocks for which the heuristic splits K over a cluster (each CTA keeps 16).
@@ -253,7 +252,7 @@ inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_
   const bool regs = a_regs == 1 ? relayout != 0 : a_regs < 0 && relayout < 0 && m > 64 && m <= 128;
   if (regs && fp8_gemm_a_regs_fits(m, stored)) kind.a_mn_major = kind.a_regs = true;
   const int num_k_blocks = ceil_div(k, 128);
-  if ((kind.b_mn_major || kind.a_regs) && !(kind.a_mn_major && !kind.a_regs) && narrow.block_n > 0) {
+  if ((kind.b_mn_major || kind.a_regs) && !kind.a_relaid_out() && narrow.block_n > 0) {
     GemmConfig c = candidate(kind, m <= 64 ? 64 : 128, narrow.block_n, 1, 0, num_sms, narrow.ctas);
     c.cluster_k = narrow.cluster_k;
     // 64-row tiles without a cluster run K on two warpgroups (measured so; not 1D1D,
@@ -276,11 +275,9 @@ inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_
     // 176 is left out: its tiles can cross three 128-row scale blocks of B, and the
     // extra scale selection in the promotion measured slower than 160 or 192.
     for (int bn : {16, 32, 64, 96, 112, 128, 144, 160, 192}) {
-      // 1D1D promotes with a scale per column: at 192 columns ptxas spills (measured in
-      // SASS with FP32 output and C).
-      if (kind.sfb_per_row && bn > 160) continue;
-      // A fragments (a_regs) take 16 registers more: at 192 columns ptxas spills.
-      if (kind.a_regs && bn > 160) continue;
+      // 1D1D promotes with a scale per column (measured in SASS with FP32 output and
+      // C), a_regs holds 16 registers of A fragments: at 192 columns ptxas spills.
+      if ((kind.sfb_per_row || kind.a_regs) && bn > 160) continue;
       const int stages = fp8_gemm_max_stages(bm, bn, kind, 1, 1, smem_capacity);
       if (stages < 3) continue;
       const int64_t tiles = batches * ceil_div(m, bm) * ceil_div(n, bn);

@@ -37,8 +37,8 @@ struct Sm90Fp8Gemm {
            std::to_string(c.k_split) + ", " + std::to_string(c.cluster_k) + ", " +
            bool_str(c.kind.sfb_per_row) + ", " +
            std::to_string(c.kind.out_bytes) + ", " + std::to_string(c.kind.c_bytes) + ", " +
-           bool_str(heuristics::fp8_gemm_epilogue_ring(c)) + ", " + bool_str(c.kind.a_mn_major && !a_from_regs) +
-           ", " + bool_str(c.kind.b_mn_major && !c.kind.swap_ab) + ", " +
+           bool_str(heuristics::fp8_gemm_epilogue_ring(c)) + ", " + bool_str(c.kind.a_relaid_out()) + ", " +
+           bool_str(c.kind.b_relaid_out()) + ", " +
            std::to_string(heuristics::fp8_gemm_raw_stages(c)) + ", " + bool_str(c.kind.swap_ab) + ", " +
            bool_str(c.kind.a_regs) + ">(params);\n}\n";
     return src;
