@@ -9,6 +9,18 @@
 
 namespace jaxgemm::sm90 {
 
+// A math warp releases a stage with __syncwarp (which orders its lanes' reads of the
+// stage, such as A's scales) and one arrival by lane 0. compute-sanitizer's racecheck
+// does not follow that order from lanes 1-31 through lane 0's arrival and reports a WAR
+// hazard wherever a stage is reused (tiles in turn); built with
+// -DJAXGEMM_RACECHECK_ALL_LANES_ARRIVE every lane arrives instead, and racecheck then
+// reports none (scripts/sanitize_fp8_gemm.py; BENCHMARKS.md, session 16).
+#ifdef JAXGEMM_RACECHECK_ALL_LANES_ARRIVE
+constexpr unsigned kEmptyArrivalsPerWarp = 32;
+#else
+constexpr unsigned kEmptyArrivalsPerWarp = 1;
+#endif
+
 // Thread 0 initialises the barriers; then the CTA (or the whole cluster: the peer
 // multicasts into our stages and arrives on our barriers) waits for them. "full"
 // counts the TMA thread's arrival plus EXTRA_FILLERS (threads that fill part of a
@@ -18,7 +30,7 @@ __device__ __forceinline__ void init_pipeline(uint64_t* full, uint64_t* empty) {
   if (threadIdx.x == 0) {
     for (unsigned s = 0; s < NUM_STAGES; ++s) {
       Barrier::init(&full[s], 1 + EXTRA_FILLERS);
-      Barrier::init(&empty[s], CLUSTER * NUM_MATH_WG * 4);
+      Barrier::init(&empty[s], CLUSTER * NUM_MATH_WG * 4 * kEmptyArrivalsPerWarp);
     }
     fence_barrier_init();
   }
@@ -32,6 +44,7 @@ __device__ __forceinline__ void init_pipeline(uint64_t* full, uint64_t* empty) {
 template <unsigned CLUSTER>
 __device__ __forceinline__ void release_stage(uint32_t empty_addr, unsigned lane) {
   __syncwarp();
+  if constexpr (kEmptyArrivalsPerWarp == 32) lane = 0;  // every lane arrives
   if constexpr (CLUSTER == 1) {
     arrive_lane0(empty_addr, lane);
   } else {

@@ -1,12 +1,15 @@
-"""Small FP8 GEMMs whose WGMMA A operand comes from an MN-major K block in registers,
-checked, for compute-sanitizer: the swapped kernel (B stored [K, N], config
-swap_ab=1) and A stored [K, M] read as stored (config a_regs=1, with B K-major or
-relaid out in shared memory).
+"""Small FP8 GEMMs, checked, for compute-sanitizer: NT with tiles in turn (stages
+reused across tiles, K over warpgroups or a cluster), the swapped kernel (B stored
+[K, N], config swap_ab=1) and A stored [K, M] read as stored (config a_regs=1, with B
+K-major or relaid out in shared memory).
 
-    compute-sanitizer --tool memcheck python scripts/sanitize_mn_major_a.py [case ...]
-    compute-sanitizer --tool racecheck python scripts/sanitize_mn_major_a.py [case ...]
+    compute-sanitizer --tool memcheck python scripts/sanitize_fp8_gemm.py [case ...]
+    JAXGEMM_JIT_DEFINES=JAXGEMM_RACECHECK_ALL_LANES_ARRIVE \
+        compute-sanitizer --tool racecheck python scripts/sanitize_fp8_gemm.py [case ...]
 
-(cases: indices into CASES; all by default)
+(cases: indices into CASES; all by default). racecheck needs the define: a math warp
+releases a stage by __syncwarp and lane 0's arrival, an order racecheck does not follow
+(common/sm90_pipeline.cuh); the define makes every lane arrive.
 """
 import sys
 
@@ -18,6 +21,9 @@ import jaxgemm
 from jaxgemm import reference
 
 CASES = [
+    ("nt", {"block_m": 64, "block_n": 80, "k_split": 1, "num_sms": 3}),
+    ("nt", {"block_m": 128, "block_n": 128, "num_sms": 2}),
+    ("nt", {"block_m": 64, "block_n": 64, "k_split": 2, "cluster_k": 2, "num_sms": 4}),
     ("nn", {"swap_ab": 1}),
     ("nn", {"swap_ab": 1, "block_m": 64, "block_n": 80, "cluster_k": 1, "num_sms": 3}),
     ("tt", {"a_regs": 1}),
