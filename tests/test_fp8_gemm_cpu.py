@@ -977,9 +977,9 @@ class TestFp8Relayout:
         pick = lambda m, n, k, layout: jaxgemm.fp8_gemm_config(m, n, k, layout=layout, num_sms=132)
         for layout in ("nn", "tn"):
             cfg = pick(128, 24576, 1536, layout)
-            # (tn: A is read into registers as stored: TestFp8ARegs.)
-            assert (cfg["relayout"], cfg["a_mn_major"], cfg["b_mn_major"]) == (1, int(layout == "tn"), 1)
-            assert not cfg["swap_ab"] and cfg["a_regs"] == cfg["a_mn_major"]
+            # (tn: A is transposed first, its tiles wider than beside A in registers: TestFp8ARegs.)
+            assert (cfg["relayout"], cfg["a_mn_major"], cfg["b_mn_major"], cfg["block_n"]) == (1, 0, 1, 192)
+            assert not cfg["swap_ab"] and not cfg["a_regs"]
             assert pick(128, 24576, 7168, layout)["b_mn_major"] == 0  # long K, over a wave: transposed first
             assert pick(4096, 24576, 1536, layout)["relayout"] == 0  # large M
             assert pick(128, 24584, 1536, layout)["b_mn_major"] == 0  # N % 16: TMA cannot read B's rows
@@ -1059,17 +1059,19 @@ class TestFp8SwapAb:
         return jaxgemm.fp8_gemm_config(m, n, k, layout=layout, num_sms=132, config=config or None)
 
     def test_heuristic_swaps_where_64_row_tiles_fill_the_sms(self):
-        """At 64 < M <= 128, where 64-row tiles of N (over a CTA pair if need be) fill
-        3/4 of the SMs in one wave; A stored [K, M] is transposed first."""
+        """At 64 < M <= 128, where 64-row tiles of N by M in halves or all of M (over a
+        CTA pair if need be) fill 3/4 of the SMs in one wave; A stored [K, M] is
+        transposed first."""
         for (m, n, k, layout), (block_n, cluster_k, ctas) in {
-                (128, 7168, 2048, "nn"): (128, 1, 112), (128, 4096, 7168, "tn"): (128, 2, 128),
+                (128, 7168, 2048, "nn"): (128, 1, 112), (128, 4096, 7168, "tn"): (64, 1, 128),
+                (80, 4096, 7168, "nn"): (48, 1, 128), (128, 2112, 7168, "nn"): (64, 2, 132),
                 (96, 7168, 3088, "tn"): (96, 1, 112), (80, 7168, 1040, "nn"): (80, 1, 112)}.items():
             cfg = self.pick(m, n, k, layout)
             assert (cfg["swap_ab"], cfg["a_mn_major"], cfg["b_mn_major"], cfg["relayout"]) == (1, 0, 1, 1), cfg
             assert (cfg["block_m"], cfg["block_n"], cfg["k_split"]) == (64, block_n, 2), cfg
             assert (cfg["cluster_k"], cfg["num_sms"]) == (cluster_k, ctas), cfg
             assert cfg["smem_bytes"] <= 232448
-        for m, n, k, layout in [(128, 2112, 7168, "nn"),   # 33 tiles: too few
+        for m, n, k, layout in [(96, 2112, 7168, "nn"),    # halves of 48 not over a pair; all of M over one: 66
                                 (128, 24576, 1536, "nn"),  # more than a wave
                                 (64, 7168, 2048, "nn"),    # M <= 64: not measured
                                 (4096, 7168, 2048, "nn"), (128, 7168, 2048, "tt"), (128, 7168, 2048, "nt")]:
@@ -1114,17 +1116,19 @@ class TestFp8ARegs:
     def test_heuristic_reads_a_as_stored_at_64_lt_m_le_128(self):
         """At 64 < M <= 128 (M % 16 == 0), on 128-row tiles: the narrow grid where one
         fills the SMs (K over a cluster), else the model's tiles; not where the
-        swapped kernel runs (tn there), nor at M <= 64 or M = 4096."""
+        swapped kernel runs (tn there), nor at M <= 64 or M = 4096, nor for tn where
+        the model's tiles without A in registers are wider than 160 columns."""
         for (m, n, k, layout), (block_n, cluster_k) in {
                 (128, 4096, 7168, "tt"): (64, 2), (128, 2112, 7168, "tt"): (128, 4),
-                (112, 7168, 2048, "tt"): (128, 2), (128, 2112, 7168, "tn"): (128, 4),
+                (112, 7168, 2048, "tt"): (128, 2), (96, 2112, 7168, "tn"): (128, 4),
                 (128, 24576, 1536, "tt"): (96, 1), (128, 32768, 512, "tn"): (128, 1)}.items():
             cfg = self.pick(m, n, k, layout)
             assert (cfg["a_regs"], cfg["a_mn_major"], cfg["relayout"], cfg["swap_ab"]) == (1, 1, 1, 0), cfg
             assert (cfg["block_m"], cfg["block_n"], cfg["cluster_k"], cfg["k_split"]) == \
                 (128, block_n, cluster_k, 1), cfg
             assert cfg["smem_bytes"] <= 232448
-        for m, n, k, layout in [(128, 4096, 7168, "tn"),  # swapped: A is its K-major operand
+        for m, n, k, layout in [(128, 4096, 7168, "tn"), (128, 2112, 7168, "tn"),  # swapped: A is K-major there
+                                (128, 24576, 1536, "tn"),  # 128x192 with A transposed first
                                 (64, 4096, 7168, "tt"), (4096, 4096, 7168, "tt"), (120, 4096, 7168, "tt"),
                                 (128, 4096, 7168, "nn"), (128, 4096, 7168, "nt")]:
             assert self.pick(m, n, k, layout)["a_regs"] == 0, (m, n, k, layout)

@@ -177,38 +177,54 @@ inline bool fp8_gemm_epilogue_ring(const GemmConfig& c) {
 
 // The swapped kernel (GemmKind::swap_ab): for B stored [K, N] at M <= 128, D^T = B^T
 // A^T with B in WGMMA's register operand, so B is never transposed. Its tiles are 64
-// rows of N by all of M (rounded up to 16), K on two warpgroups, and K split over a
-// CTA pair where that still fits one wave and leaves each CTA 16 K blocks.
+// rows of N, K on two warpgroups, by M in two halves (rounded up to 16 columns) or all
+// of M; the first grid that fills 3/4 of the SMs in one wave, of: halves, all of M,
+// then each with K split over a CTA pair (which leaves each CTA 8 K blocks or more).
 //
-// The heuristic picks it (swap_ab = -1) at 64 < M <= 128 where those tiles fill 3/4
-// of the SMs in one wave. H100, M = 128, nn TFLOPS (scripts/relayout_sweep.py,
-// session 14; swapped / relaid out in shared memory / NT): 4096x7168 385 / 304 / 464,
-// 7168x2048 318 / 254 / 358, 7168x16384 478-532 / 503 / 607. Where the tiles are
-// fewer (2112x7168: 220 over CTA pairs, 185 over 4, against 210) or run in waves
-// (24576x1536 434 / 439, 32768x512 272 / 272) it gained nothing; 128-row tiles and
-// 64-row tiles on one warpgroup lost almost everywhere. M <= 64 is not measured.
+// The heuristic picks it (swap_ab = -1) at 64 < M <= 128 where such a grid exists.
+// H100, M = 128, nn TFLOPS (scripts/relayout_sweep.py; swapped / relaid out in shared
+// memory / NT). Session 14, tiles of all M: 4096x7168 385 / 304 / 464, 7168x2048 318 /
+// 254 / 358, 7168x16384 478-532 / 503 / 607. Session 16, halves against all of M:
+// 4096x7168 409 (all of M over a CTA pair: 346-369) / - / 472, 2112x7168 over a CTA pair
+// 254 (all of M 248) / 208 / 339; 7168x2048 (halves would be two waves) 286 against 327,
+// 7168x16384 471 against 561. 24576x1536 and 32768x512 (more than a wave) gained nothing
+// (session 14: 434 / 439 and 272 / 272); 128-row tiles and 64-row tiles on one
+// warpgroup lost almost everywhere. M <= 64 is not measured.
 inline bool fp8_gemm_swap_fits(int64_t m, int64_t n, const GemmKind& stored) {
   return stored.b_mn_major && !stored.sfb_per_row && m <= 128 && n % 16 == 0;
 }
-inline int fp8_gemm_swap_cluster_k(int64_t m, int64_t n, int64_t k, int64_t batches, int num_sms) {
-  const int64_t tiles = batches * ceil_div(n, 64);
-  return tiles * 2 <= num_sms && ceil_div(k, 128) >= 16 && ceil_div(m, 16) % 2 == 0 ? 2 : 1;
+struct SwapGrid {
+  int block_n = 0;  // 0: no such grid
+  int cluster_k = 1;
+  int64_t ctas = 0;
+};
+inline SwapGrid fp8_gemm_swap_grid(int64_t m, int64_t n, int64_t k, int64_t batches, int num_sms) {
+  const int all_m = ceil_div(m, 16) * 16, halves = ceil_div(ceil_div(m, 2), 16) * 16;
+  for (int cluster_k : {1, 2}) {
+    if (cluster_k == 2 && ceil_div(k, 128) < 16) continue;
+    for (int block_n : {halves, all_m}) {
+      // (Each CTA of a pair stores whole 16-column slices.)
+      if ((block_n == halves && m <= 64) || block_n % (16 * cluster_k) != 0) continue;
+      const int64_t ctas = batches * ceil_div(n, 64) * ceil_div(m, block_n) * cluster_k;
+      if (ctas <= num_sms && 4 * ctas >= 3 * int64_t(num_sms)) return {block_n, cluster_k, ctas};
+    }
+  }
+  return {};
 }
 inline bool fp8_gemm_swap_pays(int64_t m, int64_t n, int64_t k, int64_t batches, int num_sms) {
-  const int64_t ctas = batches * ceil_div(n, 64) * fp8_gemm_swap_cluster_k(m, n, k, batches, num_sms);
-  return m > 64 && ctas <= num_sms && 4 * ctas >= 3 * int64_t(num_sms);
+  return m > 64 && fp8_gemm_swap_grid(m, n, k, batches, num_sms).block_n > 0;
 }
+// A pinned swap where no grid fills the SMs: all of M, without a cluster.
 inline GemmConfig select_fp8_gemm_swap_config(int64_t m, int64_t n, int64_t k, int64_t batches, int num_sms,
                                               GemmKind kind, int smem_capacity) {
   kind.swap_ab = true;
   kind.a_mn_major = false;  // A is transposed first where it is stored [K, M]
   kind.b_mn_major = true;
-  const int block_n = ceil_div(m, 16) * 16;
-  const int64_t tiles = batches * ceil_div(n, 64);
-  const int cluster_k = fp8_gemm_swap_cluster_k(m, n, k, batches, num_sms);
-  GemmConfig c = candidate(kind, 64, block_n, 1, 0, num_sms, tiles * cluster_k);
+  SwapGrid grid = fp8_gemm_swap_grid(m, n, k, batches, num_sms);
+  if (grid.block_n == 0) grid = {ceil_div(m, 16) * 16, 1, batches * ceil_div(n, 64)};
+  GemmConfig c = candidate(kind, 64, grid.block_n, 1, 0, num_sms, grid.ctas);
   c.k_split = 2;
-  c.cluster_k = cluster_k;
+  c.cluster_k = grid.cluster_k;
   c.store_n = store_width(c.out_block_n(), kind.out_bytes);
   deepen_fp8_gemm(c, smem_capacity);
   return c;
@@ -225,7 +241,10 @@ inline GemmConfig select_fp8_gemm_swap_config(int64_t m, int64_t n, int64_t k, i
 // 437-463, 2112x7168 at 128x128 over 4 CTAs 292 / 282-293 / 322-344, 7168x16384 at
 // 128x128 over a pair 573 (128x64 alone: 570-592) / 515-552 / 520-604, 7168x2048 at
 // 128x128 over a pair 311 (128x64 alone: 304-364) / 313-321 / 360-377; with no narrow
-// grid, 24576x1536 473 / 440 / 470, 32768x512 327 / 302 / 337. Not at M = 4096,
+// grid, 24576x1536 473 / 440 / 470, 32768x512 327 / 302 / 337. With B relaid out
+// too (tn) and no narrow grid, only where the tiles stay as wide as without A in
+// registers: tn 24576x1536 at 128x96 355 against 396 for A transposed first and 128x192
+// (session 15: 357 / 402-411), 32768x512 at 128x128 242 / 218 (session 16). Not at M = 4096,
 // where the tiles NT picks run as fast with A transposed first (e.g. 4096x7168 943 /
 // 939) and 192 columns do not fit beside the fragments (2112x7168 at 128x144: 736
 // against 899), nor at M <= 64 (64-row tiles: their 64-byte TMA rows measured slow).
@@ -233,35 +252,14 @@ inline bool fp8_gemm_a_regs_fits(int64_t m, const GemmKind& stored) {
   return stored.a_mn_major && m % 16 == 0;
 }
 
-// `stored`: the operands' majors as the caller stored them; the returned config's
-// kind says which of those the kernel transposes (fp8_gemm_relayout_kind; `relayout`
-// 0 or 1 pins that choice), whether it computes D^T (`swap_ab` 0 or 1 pins that) and
-// whether it reads A into registers as stored (`a_regs` 0 or 1 pins that; relayout = 0
-// rules it out, relayout = 1 leaves it to a_regs = 1).
-inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_t batches, int num_sms,
-                                         const GemmKind& stored = {}, int smem_capacity = kSmemCapacity,
-                                         int relayout = -1, int swap_ab = -1, int a_regs = -1) {
-  if (m <= 0 || n <= 0 || k <= 0 || batches <= 0 || num_sms <= 0)
-    throw std::invalid_argument("select_fp8_gemm_config: sizes must be positive");
-  const bool swap = swap_ab == 1 ? relayout != 0
-                                 : swap_ab < 0 && relayout < 0 && fp8_gemm_swap_pays(m, n, k, batches, num_sms);
-  if (swap && fp8_gemm_swap_fits(m, n, stored))
-    return select_fp8_gemm_swap_config(m, n, k, batches, num_sms, stored, smem_capacity);
-  const NarrowRelayout narrow = fp8_gemm_narrow_relayout(m, n, k, batches, num_sms);
-  GemmKind kind = fp8_gemm_relayout_kind(stored, m, n, k, narrow.block_n > 0, relayout);
-  const bool regs = a_regs == 1 ? relayout != 0 : a_regs < 0 && relayout < 0 && m > 64 && m <= 128;
-  if (regs && fp8_gemm_a_regs_fits(m, stored)) kind.a_mn_major = kind.a_regs = true;
+// 1D1D promotes with a scale per column (measured in SASS with FP32 output and C),
+// a_regs holds 16 registers of A fragments: at 192 columns ptxas spills.
+constexpr int kMaxBlockNBesideScalesOrFragments = 160;
+
+// The model's tiles for a kind (below), before the K splits.
+inline GemmConfig fp8_gemm_model_config(int64_t m, int64_t n, int64_t k, int64_t batches, int num_sms,
+                                        const GemmKind& kind, int smem_capacity) {
   const int num_k_blocks = ceil_div(k, 128);
-  if ((kind.b_mn_major || kind.a_regs) && !kind.a_relaid_out() && narrow.block_n > 0) {
-    GemmConfig c = candidate(kind, m <= 64 ? 64 : 128, narrow.block_n, 1, 0, num_sms, narrow.ctas);
-    c.cluster_k = narrow.cluster_k;
-    // 64-row tiles without a cluster run K on two warpgroups (measured so; not 1D1D,
-    // as below).
-    c.k_split = c.block_m == 64 && c.cluster_k == 1 && !kind.sfb_per_row ? 2 : 1;
-    c.store_n = store_width(c.out_block_n(), kind.out_bytes);
-    deepen_fp8_gemm(c, smem_capacity);
-    return c;
-  }
   BestConfig best;
   // Multicast is not chosen here; a user can ask for it in `config`. B multicast
   // (cluster_m = 2) measured no faster than none on an H200 at the tiles picked
@@ -275,9 +273,7 @@ inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_
     // 176 is left out: its tiles can cross three 128-row scale blocks of B, and the
     // extra scale selection in the promotion measured slower than 160 or 192.
     for (int bn : {16, 32, 64, 96, 112, 128, 144, 160, 192}) {
-      // 1D1D promotes with a scale per column (measured in SASS with FP32 output and
-      // C), a_regs holds 16 registers of A fragments: at 192 columns ptxas spills.
-      if ((kind.sfb_per_row || kind.a_regs) && bn > 160) continue;
+      if ((kind.sfb_per_row || kind.a_regs) && bn > kMaxBlockNBesideScalesOrFragments) continue;
       const int stages = fp8_gemm_max_stages(bm, bn, kind, 1, 1, smem_capacity);
       if (stages < 3) continue;
       const int64_t tiles = batches * ceil_div(m, bm) * ceil_div(n, bn);
@@ -309,7 +305,46 @@ inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_
     }
   }
   if (!best.found) throw std::runtime_error("select_fp8_gemm_config: no config fits shared memory");
-  GemmConfig c = best.config;
+  return best.config;
+}
+
+// `stored`: the operands' majors as the caller stored them; the returned config's
+// kind says which of those the kernel transposes (fp8_gemm_relayout_kind; `relayout`
+// 0 or 1 pins that choice), whether it computes D^T (`swap_ab` 0 or 1 pins that) and
+// whether it reads A into registers as stored (`a_regs` 0 or 1 pins that; relayout = 0
+// rules it out, relayout = 1 leaves it to a_regs = 1; a_regs = 1 rules out the swap).
+inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_t batches, int num_sms,
+                                         const GemmKind& stored = {}, int smem_capacity = kSmemCapacity,
+                                         int relayout = -1, int swap_ab = -1, int a_regs = -1) {
+  if (m <= 0 || n <= 0 || k <= 0 || batches <= 0 || num_sms <= 0)
+    throw std::invalid_argument("select_fp8_gemm_config: sizes must be positive");
+  const bool swap = swap_ab == 1 ? relayout != 0
+                                 : swap_ab < 0 && relayout < 0 && a_regs != 1 &&
+                                       fp8_gemm_swap_pays(m, n, k, batches, num_sms);
+  if (swap && fp8_gemm_swap_fits(m, n, stored))
+    return select_fp8_gemm_swap_config(m, n, k, batches, num_sms, stored, smem_capacity);
+  const NarrowRelayout narrow = fp8_gemm_narrow_relayout(m, n, k, batches, num_sms);
+  GemmKind kind = fp8_gemm_relayout_kind(stored, m, n, k, narrow.block_n > 0, relayout);
+  const bool regs_auto = a_regs < 0 && relayout < 0 && m > 64 && m <= 128;
+  // tn (B relaid out too) with no narrow grid: not where the model's tiles without
+  // A fragments are wider than those beside them (fp8_gemm_a_regs_fits).
+  const bool regs = a_regs == 1 ? relayout != 0
+                                : regs_auto && !(kind.b_mn_major && narrow.block_n == 0 &&
+                                                 fp8_gemm_model_config(m, n, k, batches, num_sms, kind, smem_capacity)
+                                                         .block_n > kMaxBlockNBesideScalesOrFragments);
+  if (regs && fp8_gemm_a_regs_fits(m, stored)) kind.a_mn_major = kind.a_regs = true;
+  const int num_k_blocks = ceil_div(k, 128);
+  if ((kind.b_mn_major || kind.a_regs) && !kind.a_relaid_out() && narrow.block_n > 0) {
+    GemmConfig c = candidate(kind, m <= 64 ? 64 : 128, narrow.block_n, 1, 0, num_sms, narrow.ctas);
+    c.cluster_k = narrow.cluster_k;
+    // 64-row tiles without a cluster run K on two warpgroups (measured so; not 1D1D,
+    // as below).
+    c.k_split = c.block_m == 64 && c.cluster_k == 1 && !kind.sfb_per_row ? 2 : 1;
+    c.store_n = store_width(c.out_block_n(), kind.out_bytes);
+    deepen_fp8_gemm(c, smem_capacity);
+    return c;
+  }
+  GemmConfig c = fp8_gemm_model_config(m, n, k, batches, num_sms, kind, smem_capacity);
   // Narrow 64-row tiles (what small M picks) run their K blocks on two warpgroups
   // (k_split = 2), each with its own lookahead: up to 16 stages. H100, kernel time
   // alone at M = 128: 2112x7168 at 64x32 296 -> 352 TFLOPS (14 stages; 309 with 8),
