@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Nsight Compute of one fp8_gemm_nt launch, with per-SASS-instruction stall samples:
-#   bash scripts/ncu_fp8.sh M N K [config-json]   (after scripts/gpu_check.sh has built)
+# Nsight Compute of one FP8 GEMM launch (the first jaxgemm kernel of the call), with
+# per-SASS-instruction stall samples:
+#   bash scripts/ncu_fp8.sh M N K [config-json] [layout]   (after scripts/gpu_check.sh has built)
 # Writes $OUT/ncu.{ncu-rep,details.csv,source.csv}.
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-out}
