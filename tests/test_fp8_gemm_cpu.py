@@ -969,6 +969,14 @@ class TestVmap:
         assert np.array_equal(_bits(out[0]), self._single(As[0], Bs[0]))
 
 
+def _config_picker(default_layout):
+    """pick(m, n, k, layout=default_layout, **config): the FP8 config on 132 SMs, with
+    `config` pinned (none if empty)."""
+    def pick(m, n, k, layout=default_layout, **config):
+        return jaxgemm.fp8_gemm_config(m, n, k, layout=layout, num_sms=132, config=config or None)
+    return pick
+
+
 class TestFp8Relayout:
     """Which operands stored MN-major the kernel transposes in shared memory (config
     `relayout`): the heuristic's rule, pins, and the configs it rejects."""
@@ -1054,9 +1062,7 @@ class TestFp8SwapAb:
     """The swapped kernel (config swap_ab): D^T = B^T A^T for B stored [K, N], the
     heuristic's rule, pins, and the configs it rejects."""
 
-    @staticmethod
-    def pick(m, n, k, layout="nn", **config):
-        return jaxgemm.fp8_gemm_config(m, n, k, layout=layout, num_sms=132, config=config or None)
+    pick = staticmethod(_config_picker("nn"))
 
     def test_heuristic_swaps_where_64_row_tiles_fill_the_sms(self):
         """At 64 < M <= 128, where 64-row tiles of N by M in halves or all of M (over a
@@ -1109,9 +1115,7 @@ class TestFp8ARegs:
     """A stored [K, M] read as stored into the register operand (config a_regs): the
     heuristic's rule, pins, and the configs it rejects."""
 
-    @staticmethod
-    def pick(m, n, k, layout="tt", **config):
-        return jaxgemm.fp8_gemm_config(m, n, k, layout=layout, num_sms=132, config=config or None)
+    pick = staticmethod(_config_picker("tt"))
 
     def test_heuristic_reads_a_as_stored_at_64_lt_m_le_128(self):
         """At 64 < M <= 128 (M % 16 == 0), on 128-row tiles: the narrow grid where one

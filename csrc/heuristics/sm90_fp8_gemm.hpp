@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <stdexcept>
 
+#include "../kernels/sm90/fp8_gemm_registers.h"
 #include "gemm_config.hpp"
 
 namespace jaxgemm::heuristics {
@@ -252,10 +253,6 @@ inline bool fp8_gemm_a_regs_fits(int64_t m, const GemmKind& stored) {
   return stored.a_mn_major && m % 16 == 0;
 }
 
-// 1D1D promotes with a scale per column (measured in SASS with FP32 output and C),
-// a_regs holds 16 registers of A fragments: at 192 columns ptxas spills.
-constexpr int kMaxBlockNBesideScalesOrFragments = 160;
-
 // The model's tiles for a kind (below), before the K splits.
 inline GemmConfig fp8_gemm_model_config(int64_t m, int64_t n, int64_t k, int64_t batches, int num_sms,
                                         const GemmKind& kind, int smem_capacity) {
@@ -273,7 +270,7 @@ inline GemmConfig fp8_gemm_model_config(int64_t m, int64_t n, int64_t k, int64_t
     // 176 is left out: its tiles can cross three 128-row scale blocks of B, and the
     // extra scale selection in the promotion measured slower than 160 or 192.
     for (int bn : {16, 32, 64, 96, 112, 128, 144, 160, 192}) {
-      if ((kind.sfb_per_row || kind.a_regs) && bn > kMaxBlockNBesideScalesOrFragments) continue;
+      if ((kind.sfb_per_row || kind.a_regs) && bn > int(kFp8MaxBlockNBesideScalesOrFragments)) continue;
       const int stages = fp8_gemm_max_stages(bm, bn, kind, 1, 1, smem_capacity);
       if (stages < 3) continue;
       const int64_t tiles = batches * ceil_div(m, bm) * ceil_div(n, bn);
@@ -289,8 +286,7 @@ inline GemmConfig fp8_gemm_model_config(int64_t m, int64_t n, int64_t k, int64_t
       // and 8 at M = 128 over the DeepSeek-V3 shapes: the picks at M = 4096 are
       // within 3% of the best swept; at M = 128 the model misses by up to 25%, where
       // the A tiles every n-block re-reads from L2 are what binds.)
-      // (Mirrors kTwoAccumulatorSets in the kernel: A fragments take registers too.)
-      const bool two_acc = bn <= (kind.a_regs ? 80 : kind.sfb_per_row ? 96 : 128);
+      const bool two_acc = fp8_two_accumulator_sets(bn, kind.sfb_per_row, kind.a_regs);
       const double wgmma = 2.0 * bn;
       const double load = (bm + bn) * 128.0 / 48.0;
       const double math = two_acc ? (bm / 64) * wgmma + 64
@@ -331,7 +327,7 @@ inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_
   const bool regs = a_regs == 1 ? relayout != 0
                                 : regs_auto && !(kind.b_mn_major && narrow.block_n == 0 &&
                                                  fp8_gemm_model_config(m, n, k, batches, num_sms, kind, smem_capacity)
-                                                         .block_n > kMaxBlockNBesideScalesOrFragments);
+                                                         .block_n > int(kFp8MaxBlockNBesideScalesOrFragments));
   if (regs && fp8_gemm_a_regs_fits(m, stored)) kind.a_mn_major = kind.a_regs = true;
   const int num_k_blocks = ceil_div(k, 128);
   if ((kind.b_mn_major || kind.a_regs) && !kind.a_relaid_out() && narrow.block_n > 0) {

@@ -98,6 +98,7 @@
 #include "../common/sm90_utils.cuh"
 #include "../common/tile_scheduler.cuh"
 #include "fp8_gemm_params.h"
+#include "fp8_gemm_registers.h"
 
 // JAXGEMM_EXP_TIMELINE builds (scripts/cta_timeline.py) keep timestamps in the kernel
 // and print them; other builds compile these statements out.
@@ -161,13 +162,6 @@ __device__ __forceinline__ void promote_at_split(float (&final_acc)[NUM_ACC], co
     final_acc[j * 4 + 2] += acc[j * 4 + 2] * s_row1[b];
     final_acc[j * 4 + 3] += acc[j * 4 + 3] * s_row1[b];
   }
-}
-
-// Per-column scales (1D1D, SWAP_AB) are held while promoting: at 128 columns it spills;
-// A from registers also holds two sets of A fragments (16 registers each): at 96
-// columns it spills, with column scales (SWAP_AB) or without (A_REGS).
-constexpr bool kTwoAccumulatorSets(unsigned block_n, bool column_scales, bool a_fragments) {
-  return block_n <= (a_fragments ? 80u : column_scales ? 96u : 128u);
 }
 
 template <unsigned V>
@@ -299,7 +293,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   constexpr unsigned MATH_REGS = RELAYOUT ? kRelayoutMathRegs : kMathRegs;
   // Two accumulator sets where the registers allow: promoted, in flight and final
   // take 3 x NUM_ACC of the MATH_REGS each math warpgroup gets (checked: no spills).
-  constexpr bool TWO_ACC = kTwoAccumulatorSets(BLOCK_N, COLUMN_SCALES, A_FRAGS);
+  constexpr bool TWO_ACC = fp8_two_accumulator_sets(BLOCK_N, COLUMN_SCALES, A_FRAGS);
   static_assert(BLOCK_N % 16 == 0 && BLOCK_N <= 256, "BLOCK_N must be a multiple of 16");
   static_assert((CLUSTER_M == 1 || CLUSTER_M == 2) && (CLUSTER_N == 1 || CLUSTER_N == 2) &&
                     CLUSTER_M * CLUSTER_N <= 2,
