@@ -171,11 +171,13 @@ def _fp8_doc(layout):
                     " With B stored [K, N] at M <= 128 the kernel may instead compute\n"
                     "    D^T = B^T A^T with B read straight into the tensor cores' register operand\n"
                     "    (config `swap_ab=1`; the heuristic picks it at 64 < M <= 128 where 64-row\n"
-                    "    tiles of N fill the SMs in one wave), so B is never transposed.\n"
+                    "    tiles of N, by M in halves or all of M, fill the SMs in one wave), so B is\n"
+                    "    never transposed.\n"
                     if layout[1] == "n" else "\n") + (
                     "    A stored [K, M] may likewise be read as stored into that register operand\n"
                     "    (config `a_regs=1`, M a multiple of 16; the heuristic picks it at\n"
-                    "    64 < M <= 128 where the kernel is not swapped), so A is never transposed.\n"
+                    "    64 < M <= 128 where the kernel is not swapped and, for tn, its tiles stay as\n"
+                    "    wide), so A is never transposed.\n"
                     if layout[0] == "t" else ""))
     return f"""Block-scaled FP8 GEMM `D = C + dequant(A) @ dequant(B)`, layout "{layout}".
 
