@@ -77,6 +77,13 @@ class MnMajorAFragments {
   }
 };
 
+// Keeps the fragments in their registers across this point (before the WGMMAs that
+// read them, and after they have completed): WGMMA reads register operands asynchronously.
+__device__ __forceinline__ void fence_fragments(uint32_t (&frag)[16]) {
+#pragma unroll
+  for (unsigned i = 0; i < 16; ++i) cute::warpgroup_fence_operand(frag[i]);
+}
+
 // The 4 WGMMAs (K = 4 x 32) of one K block into a fresh accumulator, A from
 // registers, B a K-major 128B-swizzled tile given by its descriptor's low word.
 template <class WgmmaRS, int... I>
@@ -90,21 +97,13 @@ template <class WgmmaRS, unsigned NUM_ACC>
 __device__ __forceinline__ void issue_wgmma_batch_rs(uint32_t (&frag)[16], uint32_t desc_b_lo,
                                                      float (&acc)[NUM_ACC]) {
   fence_accumulators(acc);
-#pragma unroll
-  for (unsigned i = 0; i < 16; ++i) cute::warpgroup_fence_operand(frag[i]);
+  fence_fragments(frag);
   cute::warpgroup_arrive();
 #pragma unroll
   for (unsigned k = 0; k < 4; ++k)
     wgmma_rs_fma<WgmmaRS>(&frag[4 * k], k_major_sw128_desc(desc_b_lo + k * 2), acc, k > 0,
                                    typename MakeIndexSequence<NUM_ACC>::type{});
   cute::warpgroup_commit_batch();
-}
-
-// Keeps the fragments in their registers until here (after the WGMMAs that read them
-// have completed): WGMMA reads register operands asynchronously.
-__device__ __forceinline__ void fence_fragments(uint32_t (&frag)[16]) {
-#pragma unroll
-  for (unsigned i = 0; i < 16; ++i) cute::warpgroup_fence_operand(frag[i]);
 }
 
 }  // namespace jaxgemm::sm90

@@ -734,6 +734,16 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
       });
 
       JAXGEMM_TIMELINE(tl_loop = global_timer_ns();)
+      // The epilogue of this CTA's OUT_BLOCK_N columns from `first_col` (the whole tile
+      // without CLUSTER_K).
+      auto store = [&](auto& acc, unsigned first_col) {
+        const EpilogueCoords at{p.m, p.n, l, m_block * BLOCK_M + row_wg * 64, first_col};
+        if constexpr (SWAP_AB)
+          store_tile_transposed<OUT_BYTES, C_BYTES>(acc, smem_d_wg, &p.tma_d, p.c, at, 1 + row_wg);
+        else
+          store_tile<EPILOGUE_RING, Layout::OUT_BLOCK_N, STORE_N, OUT_BYTES, C_BYTES, A_REGS>(
+              acc, smem_d_wg, &p.tma_d, p.c, at, 1 + row_wg, store_seq);
+      };
       if constexpr (K_SPLIT > 1) {
         // The K slices' sums meet in the first slice's registers; the second barrier
         // keeps the next tile from overwriting them before they are read.
@@ -756,19 +766,9 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
         constexpr unsigned kReduceBarrier = 2 + ROW_WG;  // after the K split's
         float slice[NUM_ACC / CLUSTER_K];
         reduce.reduce(final_acc, slice, k_rank, row_wg * 128 + t, kReduceBarrier);
-        const EpilogueCoords at{p.m, p.n, l, m_block * BLOCK_M + row_wg * 64, n0 + k_rank * Layout::OUT_BLOCK_N};
-        if constexpr (SWAP_AB)
-          store_tile_transposed<OUT_BYTES, C_BYTES>(slice, smem_d_wg, &p.tma_d, p.c, at, 1 + row_wg);
-        else
-          store_tile<EPILOGUE_RING, Layout::OUT_BLOCK_N, STORE_N, OUT_BYTES, C_BYTES, A_REGS>(
-              slice, smem_d_wg, &p.tma_d, p.c, at, 1 + row_wg, store_seq);
+        store(slice, n0 + k_rank * Layout::OUT_BLOCK_N);
       } else {
-        const EpilogueCoords at{p.m, p.n, l, m_block * BLOCK_M + row_wg * 64, n0};
-        if constexpr (SWAP_AB)
-          store_tile_transposed<OUT_BYTES, C_BYTES>(final_acc, smem_d_wg, &p.tma_d, p.c, at, 1 + row_wg);
-        else
-          store_tile<EPILOGUE_RING, BLOCK_N, STORE_N, OUT_BYTES, C_BYTES, A_REGS>(final_acc, smem_d_wg, &p.tma_d,
-                                                                                  p.c, at, 1 + row_wg, store_seq);
+        store(final_acc, n0);
       }
     }
     if constexpr (CLUSTER_K > 1) {
