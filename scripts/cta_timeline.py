@@ -1,8 +1,10 @@
 """When each CTA of an FP8 GEMM starts, gets its first stage, ends its main loop and
 exits, and when its first tile's K blocks land (every 8th CTA; with a relayout, when
-each stage was free, its raw MN-major block landed, its transpose was done and the math
-found it full) (a development aid: a build with JAXGEMM_EXP_TIMELINE prints
-%globaltimer there).
+each stage was free, its raw MN-major block landed and its transpose was done), and
+when the first math thread found each stage full, had issued its WGMMAs, found them
+done (with two accumulator sets: after issuing the next block's) and had promoted them;
+also the SM clock over the main loops (a development aid: a build with
+JAXGEMM_EXP_TIMELINE prints %globaltimer and clock64 there).
 
     python scripts/cta_timeline.py M N K [layout] [config-json]     (layout nt by default)
 
@@ -56,6 +58,9 @@ def main(argv):
         cur.append(r)
     launches.append(cur)
     print(f"{len(launches)} launches, {len(rows)} CTA lines; the last call's {sets}:")
+    # SM clock over the main loop: its clock64 cycles over its %globaltimer ns.
+    ghz = [r[6] / (r[4] - r[3]) for r in launches[-1] if r[4] > r[3]]
+    print(f"  SM clock over the last launch's main loops: {statistics.median(ghz):.2f} GHz (median of CTAs)")
     print("  ctas | entry spread | first stage | loop end       | exit           | span us")
     for launch in launches[-sets:]:
         t0 = min(r[2] for r in launch)
@@ -69,11 +74,12 @@ def main(argv):
     # Per K block of the first tile (every 8th CTA), the last launch's: "TS block kb ns"
     # when the stage landed (an idle warp watching, no relayout); with a relayout
     # "TR block kb free raw done" from relayout warp 0 (its stage was free, its raw block
-    # had landed, its transpose was done) and "TM block kb ns" when the math found it full.
+    # had landed, its transpose was done) and "TM block kb full issued done promoted" from
+    # the first math thread.
     t_end = max(r[5] for r in last)
     series = {}
     for tag, names in (("TS", ["landed"]), ("TR", ["stage free", "raw landed", "transposed"]),
-                       ("TM", ["math found full"])):
+                       ("TM", ["math found full", "issued", "wgmma done", "promoted"])):
         for x in lines:
             if x.startswith(tag + " "):
                 _, kb, *times = map(int, x.split()[1:])

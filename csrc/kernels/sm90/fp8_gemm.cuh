@@ -601,13 +601,14 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
     };
 
 #ifdef JAXGEMM_EXP_TIMELINE
-    uint64_t tl_loop = 0;
+    uint64_t tl_loop = 0, tl_loop_clk = 0;
     if (first_tile < sched.num_tiles && cta_k_blocks > 0) wait_barrier(full0, 0);
-    const uint64_t tl_first = global_timer_ns();
+    const uint64_t tl_first = global_timer_ns(), tl_first_clk = clock64();
     // When the first math thread found its first 32 K blocks' stages full.
-    const bool tl_keep = RELAYOUT && warp_group == 0 && t == 0 && blockIdx.x % 8 == 0;
-    uint64_t tl_seen[32];
-    unsigned tl_seen_n = 0;
+    const bool tl_keep = warp_group == 0 && t == 0 && blockIdx.x % 8 == 0;
+    // ... and when their WGMMAs were issued, found done and promoted.
+    uint64_t tl_seen[32], tl_issued[32], tl_done[32], tl_promoted[32];
+    unsigned tl_seen_n = 0, tl_promoted_n = 0;
 #endif
     float final_acc[NUM_ACC];
     for (unsigned tile = first_tile; tile < sched.num_tiles; tile += tile_stride) {
@@ -655,7 +656,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
         blk.sb0 = sb_next[0], blk.sb1 = sb_next[1], blk.sb2 = sb_next[2];
         load_scales(min(kb + K_SPLIT, num_k_blocks - 1));
         wait_barrier(full0 + blk.stage * 8, blk.phase);
-        JAXGEMM_TIMELINE(if (tl_keep && tl_seen_n < 32) tl_seen[tl_seen_n++] = global_timer_ns();)
+        JAXGEMM_TIMELINE(const bool tl_rec = tl_keep && tl_seen_n < 32; if (tl_rec) tl_seen[tl_seen_n] = global_timer_ns();)
         if constexpr (SWAP_AB) {
           blk.sa0 = blk.sa1 = blk.sb0;  // the tile's rows share one scale block
         } else {
@@ -669,6 +670,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
           issue_wgmma_batch<Wgmma>(desc_a0 + blk.stage * (Layout::SMEM_A / 16),
                                    desc_b0 + blk.stage * (Layout::SMEM_B / 16), acc);
         }
+        JAXGEMM_TIMELINE(if (tl_rec) tl_issued[tl_seen_n++] = global_timer_ns();)
         advance_one_slice(pos);
         return blk;
       };
@@ -679,6 +681,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
         [[maybe_unused]] constexpr unsigned SPLIT = decltype(split_c)::value;
         // After the block's WGMMAs completed: release its stage, promote its accumulators.
         auto finish = [&](const KBlock& blk, float(&acc)[NUM_ACC], uint32_t(&frag)[FRAG]) {
+          JAXGEMM_TIMELINE(if (tl_keep && tl_promoted_n < 32) tl_done[tl_promoted_n] = global_timer_ns();)
           fence_accumulators(acc);
           if constexpr (A_FRAGS) fence_fragments(frag);
           if constexpr (COLUMN_SCALES) {  // the column scales are read from the stage: promote first
@@ -694,6 +697,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
               });
             }
           }
+          JAXGEMM_TIMELINE(if (tl_keep && tl_promoted_n < 32) tl_promoted[tl_promoted_n++] = global_timer_ns();)
         };
         if constexpr (TWO_ACC) {
           // Two accumulator sets: K block kb+1's WGMMAs run while kb is promoted.
@@ -733,7 +737,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
         }
       });
 
-      JAXGEMM_TIMELINE(tl_loop = global_timer_ns();)
+      JAXGEMM_TIMELINE(tl_loop = global_timer_ns(); tl_loop_clk = clock64();)
       // The epilogue of this CTA's OUT_BLOCK_N columns from `first_col` (the whole tile
       // without CLUSTER_K).
       auto store = [&](auto& acc, unsigned first_col) {
@@ -780,9 +784,12 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
       const uint64_t tl_exit = global_timer_ns();
       unsigned smid;
       asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
-      printf("TL %u %u %llu %llu %llu %llu\n", blockIdx.x, smid, (unsigned long long)tl_entry,
-             (unsigned long long)tl_first, (unsigned long long)tl_loop, (unsigned long long)tl_exit);
-      for (unsigned i = 0; i < tl_seen_n; ++i) printf("TM %u %u %llu\n", blockIdx.x, i, (unsigned long long)tl_seen[i]);
+      printf("TL %u %u %llu %llu %llu %llu %llu\n", blockIdx.x, smid, (unsigned long long)tl_entry,
+             (unsigned long long)tl_first, (unsigned long long)tl_loop, (unsigned long long)tl_exit,
+             (unsigned long long)(tl_loop_clk - tl_first_clk));
+      for (unsigned i = 0; i < tl_seen_n; ++i)
+        printf("TM %u %u %llu %llu %llu %llu\n", blockIdx.x, i, (unsigned long long)tl_seen[i],
+               (unsigned long long)tl_issued[i], (unsigned long long)tl_done[i], (unsigned long long)tl_promoted[i]);
     }
 #endif
   }
