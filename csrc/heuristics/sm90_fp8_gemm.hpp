@@ -284,8 +284,9 @@ inline GemmConfig fp8_gemm_model_config(int64_t m, int64_t n, int64_t k, int64_t
       // TMA brings (BM + BN) * 128 bytes from L2 at ~48 B/clk per SM when all SMs
       // stream. (The constants are fitted to H100 sweeps of 5 configs at M = 4096
       // and 8 at M = 128 over the DeepSeek-V3 shapes: the picks at M = 4096 are
-      // within 3% of the best swept; at M = 128 the model misses by up to 25%, where
-      // the A tiles every n-block re-reads from L2 are what binds.)
+      // within 3% of the best swept; at M = 128 the model misses by up to 25%. There a
+      // 64x112 K block takes ~870 clks, not 2*BN: its four dependent WGMMAs run at ~127
+      // clks each and the second set barely hides the promotion (timeline, session 17).)
       const bool two_acc = fp8_two_accumulator_sets(bn, kind.sfb_per_row, kind.a_regs);
       const double wgmma = 2.0 * bn;
       const double load = (bm + bn) * 128.0 / 48.0;
