@@ -681,7 +681,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
         [[maybe_unused]] constexpr unsigned SPLIT = decltype(split_c)::value;
         // After the block's WGMMAs completed: release its stage, promote its accumulators.
         auto finish = [&](const KBlock& blk, float(&acc)[NUM_ACC], uint32_t(&frag)[FRAG]) {
-          JAXGEMM_TIMELINE(if (tl_keep && tl_promoted_n < 32) tl_done[tl_promoted_n] = global_timer_ns();)
+          JAXGEMM_TIMELINE(const bool tl_rec = tl_keep && tl_promoted_n < 32; if (tl_rec) tl_done[tl_promoted_n] = global_timer_ns();)
           fence_accumulators(acc);
           if constexpr (A_FRAGS) fence_fragments(frag);
           if constexpr (COLUMN_SCALES) {  // the column scales are read from the stage: promote first
@@ -697,7 +697,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
               });
             }
           }
-          JAXGEMM_TIMELINE(if (tl_keep && tl_promoted_n < 32) tl_promoted[tl_promoted_n++] = global_timer_ns();)
+          JAXGEMM_TIMELINE(if (tl_rec) tl_promoted[tl_promoted_n++] = global_timer_ns();)
         };
         if constexpr (TWO_ACC) {
           // Two accumulator sets: K block kb+1's WGMMAs run while kb is promoted.
