@@ -16,9 +16,10 @@
 
 namespace jaxgemm::heuristics {
 
-// Bytes of one pipeline stage: A, B, A's scales and (1D1D) B's scales, padded for TMA.
+// Bytes of one pipeline stage: A, B, A's scales and B's: per row (1D1D), padded for
+// TMA, or 1D2D's one to three block scales in 16 bytes.
 inline int fp8_gemm_stage_bytes(int block_m, int block_n, const GemmKind& kind) {
-  const int sfb = kind.sfb_per_row ? (block_n * 4 + 127) / 128 * 128 : 0;
+  const int sfb = kind.sfb_per_row ? (block_n * 4 + 127) / 128 * 128 : 16;
   // swap_ab: the scales of the tile's columns (the caller's A rows), in whole warps.
   const int sfa = kind.swap_ab ? (block_n + 31) / 32 * 32 * 4 : block_m * 4;
   return block_m * 128 + block_n * 128 + sfa + sfb;

@@ -36,8 +36,8 @@
 //     a transpose (at small M that separate kernel cost as much as a third of the
 //     GEMM), and the math loop reads them from shared memory as it did from TMA
 //     (reading them from global memory there cost ~5% at M = 4096).
-//   1D2D's B scales (one to three per K block) are read by the math threads from
-//   global memory, one K block ahead.
+//   1D2D's B scales (one to three per K block) come the same way: the scale warp's
+//   first lanes copy them into the stage (BScaleRows).
 // Registers are rebalanced with setmaxnreg: producer 56, math 224 (72 and 216 with a
 // relayout, whose producer warps transpose in registers). The sum must
 // equal what the CTA holds at entry (168 x 384): an increase waits for registers
@@ -239,6 +239,39 @@ __device__ __forceinline__ void promote_per_column(float (&final_acc)[NUM_ACC], 
   }
 }
 
+// 1D2D: where a tile's B block scales are, K block kb's at rows[i][kb] for the COUNT
+// 128-row blocks of B the tile's columns cross: one to three (a tile wider than 128
+// columns, e.g. 176 from 112 past a boundary, crosses three). SWAP_AB: the caller's B
+// scales of the tile's rows (of the caller's N), one block since rows come in 64s.
+// They reach the math through shared memory, copied into each stage by the scale warp
+// as its K block is loaded: read by the math from global memory one K block ahead,
+// they waited on DRAM behind B's stream (~1.5 us at a tile's second K block, M = 128).
+template <unsigned BLOCK_M, unsigned BLOCK_N, bool SWAP_AB>
+struct BScaleRows {
+  static constexpr unsigned COUNT = SWAP_AB ? 1 : tile_may_cross_three_scale_blocks<BLOCK_N>() ? 3 : 2;
+  const float* first;      // the first block's row of K-block scales
+  unsigned next1, next2;   // the second's and third's, floats past it
+
+  __device__ __forceinline__ BScaleRows(const Fp8GemmParams& p, unsigned l, unsigned m_block, unsigned n_block,
+                                        unsigned num_k_blocks) {
+    const unsigned batch = p.b_batched ? l : 0;
+    if constexpr (SWAP_AB) {
+      first = p.sfb + (batch * ((p.m + 127) / 128) + m_block * BLOCK_M / 128) * num_k_blocks;
+      next1 = next2 = 0;
+    } else {
+      const unsigned num_nb = (p.n + 127) / 128;
+      const unsigned nb0 = min(n_block * BLOCK_N / 128, num_nb - 1);  // (a dummy n-block past N reads the last row)
+      first = p.sfb + (batch * num_nb + nb0) * num_k_blocks;
+      next1 = (min(nb0 + 1, num_nb - 1) - nb0) * num_k_blocks;
+      next2 = (min(nb0 + 2, num_nb - 1) - nb0) * num_k_blocks;
+    }
+  }
+  // The scale lane i < COUNT copies for K block kb.
+  __device__ __forceinline__ const float* at(unsigned i, unsigned kb) const {
+    return first + (i == 0 ? 0 : i == 1 ? next1 : next2) + kb;
+  }
+};
+
 template <unsigned BLOCK_M, unsigned BLOCK_N, unsigned NUM_STAGES, bool SFB_PER_ROW, unsigned OUT_BYTES,
           bool EPILOGUE_RING, unsigned K_SPLIT, unsigned CLUSTER_K, bool A_MN = false, bool B_MN = false,
           unsigned NUM_RAW = 0, bool SWAP_AB = false>
@@ -253,6 +286,8 @@ struct Fp8GemmLayout {
   static constexpr unsigned SMEM_SFA = SWAP_AB ? (BLOCK_N + 31) / 32 * 32 * 4 : BLOCK_M * 4;
   // TMA writes shared memory at 128-byte aligned addresses: pad each stage's B scales.
   static constexpr unsigned SMEM_SFB = SFB_PER_ROW ? (BLOCK_N * 4 + 127) / 128 * 128 : 0;
+  // 1D2D: the stage's B block scales (BScaleRows), copied with A's by the scale warp.
+  static constexpr unsigned SMEM_SFB_BLOCKS = SFB_PER_ROW ? 0 : 16;
   // A_MN / B_MN: the operand's K block as TMA brings it, MN-major, before its relayout.
   static constexpr unsigned SMEM_RAW_A = A_MN ? BLOCK_M * BLOCK_K : 0;
   static constexpr unsigned SMEM_RAW = SMEM_RAW_A + (B_MN ? BLOCK_N * BLOCK_K : 0);
@@ -265,7 +300,8 @@ struct Fp8GemmLayout {
   static constexpr unsigned SMEM_BARRIERS = NUM_STAGES * 2 * 8 + (CLUSTER_K > 1 ? 16 : 0) + NUM_RAW * 2 * 8;
   // +1024: the dynamic shared memory base is aligned up to 1024 at run time.
   static constexpr unsigned SMEM_TOTAL = 1024 + SMEM_D + SMEM_SUMS + SMEM_RECV +
-                                         NUM_STAGES * (SMEM_A + SMEM_B + SMEM_SFA + SMEM_SFB) + NUM_RAW * SMEM_RAW +
+                                         NUM_STAGES * (SMEM_A + SMEM_B + SMEM_SFA + SMEM_SFB + SMEM_SFB_BLOCKS) +
+                                         NUM_RAW * SMEM_RAW +
                                          SMEM_BARRIERS;
 };
 
@@ -329,7 +365,8 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   uint8_t* smem_raw_stages = smem_b + NUM_STAGES * Layout::SMEM_B;
   float* smem_sfa = reinterpret_cast<float*>(smem_raw_stages + NUM_RAW * Layout::SMEM_RAW);
   float* smem_sfb = smem_sfa + NUM_STAGES * (Layout::SMEM_SFA / 4);
-  uint64_t* full = reinterpret_cast<uint64_t*>(reinterpret_cast<uint8_t*>(smem_sfb) + NUM_STAGES * Layout::SMEM_SFB);
+  uint8_t* smem_sfb_blocks = reinterpret_cast<uint8_t*>(smem_sfb) + NUM_STAGES * Layout::SMEM_SFB;
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem_sfb_blocks + NUM_STAGES * Layout::SMEM_SFB_BLOCKS);
   uint64_t* empty = full + NUM_STAGES;
   uint64_t* reduce_barriers = empty + NUM_STAGES;  // CLUSTER_K: received, free
   uint64_t* raw_full = reduce_barriers + (CLUSTER_K > 1 ? 2 : 0);  // RELAYOUT: a raw stage has landed
@@ -461,7 +498,8 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
       drain_pipeline<NUM_STAGES, CLUSTER>(empty, it);
     } else if (threadIdx.x / 32 == NUM_MATH_THREADS / 32 + 1 || (RELAYOUT && threadIdx.x >= NUM_MATH_THREADS + 64)) {
       // Warp 1 copies each stage's A scales, BLOCK_M / 32 per lane, by cp.async (rows
-      // past M are zeros), then one arrival per lane on "full" once they land; many
+      // past M are zeros), and 1D2D's B block scales, one per lane of the first
+      // BScaleRows::COUNT, then one arrival per lane on "full" once they land; many
       // stages' copies are in flight at once. With a relayout, warps 1 to 3 then
       // transpose their share of the stage's raw K block into it (warp 1 the smallest
       // share), and each arrives on "full" and on the raw stage's "empty" (the TMA
@@ -471,6 +509,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
       const KBlockRelayout<BLOCK_M, kRelayoutWarps> relayout_a(relayout_warp, lane);
       const KBlockRelayout<BLOCK_N, kRelayoutWarps> relayout_b(relayout_warp, lane);
       const uint32_t sfa_smem0 = smem_addr(smem_sfa) + lane * 4;
+      const uint32_t sfb_blocks_smem0 = smem_addr(smem_sfb_blocks) + lane * 4;
       const uint32_t raw0 = smem_addr(smem_raw_stages);
       unsigned it = 0;
 #ifdef JAXGEMM_EXP_TIMELINE
@@ -483,10 +522,13 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
         unsigned l, m_block, n_block;
         sched.get(tile, rank, l, m_block, n_block);
         const float* sfa_l = p.sfa + size_t(l) * (SWAP_AB ? p.n : p.m) * num_k_blocks;
+        const BScaleRows<BLOCK_M, BLOCK_N, SWAP_AB> sfb_rows(p, l, m_block, n_block, num_k_blocks);
         for (unsigned kb = kb_begin; kb < kb_end; ++kb, ++it) {
           const unsigned s = it % NUM_STAGES;
           Barrier::wait(&empty[s], ((it / NUM_STAGES) & 1) ^ 1);
           JAXGEMM_TIMELINE(if (tr_keep && it < 32) tr_free[it] = global_timer_ns();)
+          if (!SFB_PER_ROW && warp == 1 && lane < sfb_rows.COUNT)
+            cp_async_4(sfb_blocks_smem0 + s * Layout::SMEM_SFB_BLOCKS, sfb_rows.at(lane, kb), true);
           if (warp == 1 && SWAP_AB) {
             // The scales of the tile's columns (the caller's rows of A; lanes past
             // BLOCK_N write zeros into the stage's padding).
@@ -571,6 +613,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
         keep_in_register(k_major_sw128_desc_lo(smem_u32 + (smem_a - smem) + row_wg * 64 * BLOCK_K));
     const uint32_t desc_b0 = keep_in_register(k_major_sw128_desc_lo(smem_u32 + (smem_b - smem)));
     const uint32_t sfb_row0 = smem_u32 + (reinterpret_cast<uint8_t*>(smem_sfb) - smem);
+    const uint32_t sfb_blocks0 = smem_u32 + (smem_sfb_blocks - smem);
     const uint32_t full0 = smem_u32 + (reinterpret_cast<uint8_t*>(full) - smem);
     const uint32_t empty0 = smem_u32 + (reinterpret_cast<uint8_t*>(empty) - smem);
     // This thread's rows of the tile: row0 and row0 + 8, or with A fragments (their
@@ -615,48 +658,27 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
       unsigned l, m_block, n_block;
       sched.get(tile, rank, l, m_block, n_block);
       const unsigned n0 = n_block * BLOCK_N;
-      // 1D2D: B's scale rows covering this tile. When BLOCK_N does not divide 128 a
-      // tile crosses two 128-row blocks, or three when BLOCK_N > 128 (e.g. 176
-      // columns from 112 past a boundary); columns before `split` use the first.
-      const unsigned nb0 = min(n0 / 128, num_nb - 1);  // (a dummy n-block past N reads the last row)
-      const unsigned nb1 = min(nb0 + 1, num_nb - 1);
-      const unsigned nb2 = min(nb0 + 2, num_nb - 1);
-      const unsigned split = (nb0 + 1) * 128 - n0;
-      // The B scales of K block kb are at sfb_tile[kb] (+ sfb_next for the next block row).
-      // SWAP_AB: the caller's B block scales, one 128-row block per tile (rows in 64s).
-      const float* sfb_tile = SWAP_AB ? p.sfb + ((p.b_batched ? l : 0) * ((p.m + 127) / 128) +
-                                                 m_block * BLOCK_M / 128) * num_k_blocks
-                                      : p.sfb + ((p.b_batched ? l : 0) * num_nb + nb0) * num_k_blocks;
-      const unsigned sfb_next1 = (nb1 - nb0) * num_k_blocks, sfb_next2 = (nb2 - nb0) * num_k_blocks;
-      // 1D2D: K block kb's B scales are loaded one block ahead, so the global load's
-      // latency hides under the previous block's WGMMAs.
-      float sb_next[3] = {};
-      auto load_scales = [&](unsigned kb) {
-        if constexpr (!SFB_PER_ROW) {
-          sb_next[0] = __ldg(sfb_tile + kb);
-          sb_next[1] = __ldg(sfb_tile + sfb_next1 + kb);
-          sb_next[2] = tile_may_cross_three_scale_blocks<BLOCK_N>() ? __ldg(sfb_tile + sfb_next2 + kb) : sb_next[1];
-        }
-      };
-      // This warpgroup's K blocks: kb = kb_begin + k_slice + j * K_SPLIT for j < own_blocks.
+      // 1D2D: the tile's columns before `split` take B's first scale block (BScaleRows).
+      const unsigned split = (min(n0 / 128, num_nb - 1) + 1) * 128 - n0;
+      // This warpgroup's K blocks: kb_begin + k_slice + j * K_SPLIT for j < own_blocks.
       const unsigned own_blocks = cta_k_blocks > k_slice ? (cta_k_blocks - k_slice + K_SPLIT - 1) / K_SPLIT : 0;
-      const unsigned kb0 = kb_begin + k_slice;
       KBlock pos = tile_pos;
       advance(pos, k_slice);
       advance(tile_pos, cta_k_blocks);
-      if (own_blocks > 0) load_scales(kb0);
 
 #pragma unroll
       for (unsigned i = 0; i < NUM_ACC; ++i) final_acc[i] = 0.0f;
 
-      // Waits for K block kb's stage and issues its 4 WGMMAs into `acc`; returns the
-      // block's position and scales.
-      auto issue = [&](unsigned kb, float(&acc)[NUM_ACC], uint32_t(&frag)[FRAG]) {
+      // Waits for the next K block's stage and issues its 4 WGMMAs into `acc`; returns
+      // the block's position and scales.
+      auto issue = [&](float(&acc)[NUM_ACC], uint32_t(&frag)[FRAG]) {
         KBlock blk = pos;
-        blk.sb0 = sb_next[0], blk.sb1 = sb_next[1], blk.sb2 = sb_next[2];
-        load_scales(min(kb + K_SPLIT, num_k_blocks - 1));
         wait_barrier(full0 + blk.stage * 8, blk.phase);
         JAXGEMM_TIMELINE(const bool tl_rec = tl_keep && tl_seen_n < 32; if (tl_rec) tl_seen[tl_seen_n] = global_timer_ns();)
+        if constexpr (!SFB_PER_ROW) {
+          const float4 sb = ld_shared_f32x4(sfb_blocks0 + blk.stage * Layout::SMEM_SFB_BLOCKS);
+          blk.sb0 = sb.x, blk.sb1 = sb.y, blk.sb2 = BScaleRows<BLOCK_M, BLOCK_N, SWAP_AB>::COUNT > 2 ? sb.z : sb.y;
+        }
         if constexpr (SWAP_AB) {
           blk.sa0 = blk.sa1 = blk.sb0;  // the tile's rows share one scale block
         } else {
@@ -705,18 +727,18 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
           float acc0[NUM_ACC], acc1[NUM_ACC];
           uint32_t frag0[FRAG], frag1[FRAG];
           if (own_blocks > 0) {
-            KBlock blk0 = issue(kb0, acc0, frag0), blk1;
+            KBlock blk0 = issue(acc0, frag0), blk1;
             unsigned j = 1;
             for (; j + 1 < own_blocks; j += 2) {
-              blk1 = issue(kb0 + j * K_SPLIT, acc1, frag1);
+              blk1 = issue(acc1, frag1);
               cute::warpgroup_wait<1>();
               finish(blk0, acc0, frag0);
-              blk0 = issue(kb0 + (j + 1) * K_SPLIT, acc0, frag0);
+              blk0 = issue(acc0, frag0);
               cute::warpgroup_wait<1>();
               finish(blk1, acc1, frag1);
             }
             if (j < own_blocks) {  // an even number of blocks: the last goes to acc1
-              blk1 = issue(kb0 + j * K_SPLIT, acc1, frag1);
+              blk1 = issue(acc1, frag1);
               cute::warpgroup_wait<1>();
               finish(blk0, acc0, frag0);
               cute::warpgroup_wait<0>();
@@ -730,7 +752,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
           float acc[NUM_ACC];
           uint32_t frag[FRAG];
           for (unsigned j = 0; j < own_blocks; ++j) {
-            const KBlock blk = issue(kb0 + j * K_SPLIT, acc, frag);
+            const KBlock blk = issue(acc, frag);
             cute::warpgroup_wait<0>();
             finish(blk, acc, frag);
           }
