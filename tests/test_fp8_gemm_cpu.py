@@ -427,6 +427,19 @@ class TestFp8GemmConfig:
         assert cfg == dict(ext.fp8_gemm_config(4096, 7168, 2048, 1, 132, sfb_per_row, out_bytes, c_bytes),
                            relayout=0)
 
+    def test_two_warpgroup_narrow_tiles_at_64_lt_m_le_128(self):
+        """NT at 64 < M <= 128: 128x64 tiles (two math warpgroups) where their grid fills
+        3/4 of the SMs in its last wave and K has 8 blocks or more; the model's tiles
+        elsewhere."""
+        for m, n, k in [(128, 7168, 2048), (128, 7168, 16384), (128, 24576, 1536), (96, 16384, 1024)]:
+            cfg = jaxgemm.fp8_gemm_config(m, n, k, num_sms=132)
+            assert (cfg["block_m"], cfg["block_n"], cfg["k_split"], cfg["cluster_k"]) == (128, 64, 1, 1), (m, n, k)
+            assert cfg["num_sms"] == min(132, -(-n // 64)) and cfg["smem_bytes"] <= 232448
+        for m, n, k in [(128, 32768, 512), (128, 4096, 7168), (128, 2112, 7168), (64, 7168, 2048),
+                        (4096, 7168, 2048), (128, 64 * 222, 2048)]:  # 222 tiles: 90 of 132 SMs in the last wave
+            cfg = jaxgemm.fp8_gemm_config(m, n, k, num_sms=132)
+            assert (cfg["block_m"], cfg["block_n"]) != (128, 64), (m, n, k)
+
     def test_f32_output_narrows_the_store(self):
         cfg = jaxgemm.fp8_gemm_config(256, 256, 256, num_sms=132, out_dtype=jnp.float32, config={"block_n": 128})
         assert cfg["store_n"] == 32 and cfg["out_bytes"] == 4
