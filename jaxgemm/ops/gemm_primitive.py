@@ -504,6 +504,19 @@ def _make_partitioned(spec: GemmSpec, b_batched: bool):
         l_ax, m_ax, n_ax, k_ax = plan
 
         def lower(*args):
+            # jax 0.11 runs this callback (tracing `lower`, then lowering its jaxpr) on
+            # the compiling thread, under the caller's `jax.set_mesh`; jax 0.10 ran it on
+            # an XLA thread, under no mesh. Traced under an Explicit mesh, the values
+            # made here and in the per-shard lowering (each eqn keeps the mesh it was
+            # traced under: a broadcast, the reference's dots, an FFI call's result) are
+            # typed replicated on it and lowered with sharding constraints, which this
+            # module, inlined after partitioning, keeps as custom calls to `Sharding`
+            # that no backend implements. So the shard is traced under the mesh its
+            # operands are typed on (none).
+            with jax.sharding.use_abstract_mesh(jax.typeof(args[0]).sharding.mesh):
+                return lower_shard(*args)
+
+        def lower_shard(*args):
             if k_ax is None:
                 return local(*args)
             # Each shard holds a partial sum over its K slice: reduce in FP32, then add
