@@ -434,6 +434,7 @@ class TestFp8GemmConfig:
         for m, n, k in [(128, 7168, 2048), (128, 7168, 16384), (128, 24576, 1536), (96, 16384, 1024)]:
             cfg = jaxgemm.fp8_gemm_config(m, n, k, num_sms=132)
             assert (cfg["block_m"], cfg["block_n"], cfg["k_split"], cfg["cluster_k"]) == (128, 64, 1, 1), (m, n, k)
+            assert cfg["a_mn_major"] == cfg["b_mn_major"] == cfg["swap_ab"] == 0
             assert cfg["num_sms"] == min(132, -(-n // 64)) and cfg["smem_bytes"] <= 232448
         for m, n, k in [(128, 32768, 512), (128, 4096, 7168), (128, 2112, 7168), (64, 7168, 2048),
                         (4096, 7168, 2048), (128, 64 * 222, 2048)]:  # 222 tiles: 90 of 132 SMs in the last wave
@@ -1131,14 +1132,16 @@ class TestFp8ARegs:
     pick = staticmethod(_config_picker("tt"))
 
     def test_heuristic_reads_a_as_stored_at_64_lt_m_le_128(self):
-        """At 64 < M <= 128 (M % 16 == 0), on 128-row tiles: the narrow grid where one
-        fills the SMs (K over a cluster), else the model's tiles; not where the
-        swapped kernel runs (tn there), nor at M <= 64 or M = 4096, nor for tn where
-        the model's tiles without A in registers are wider than 160 columns."""
+        """At 64 < M <= 128 (M % 16 == 0), on 128-row tiles: 128x64 where their grid
+        fills 3/4 of the SMs in its last wave (tt: B K-major), else the narrow grid
+        where one fills the SMs (K over a cluster), else the model's tiles; not where
+        the swapped kernel runs (tn there), nor at M <= 64 or M = 4096, nor for tn
+        where the model's tiles without A in registers are wider than 160 columns."""
         for (m, n, k, layout), (block_n, cluster_k) in {
                 (128, 4096, 7168, "tt"): (64, 2), (128, 2112, 7168, "tt"): (128, 4),
-                (112, 7168, 2048, "tt"): (128, 2), (96, 2112, 7168, "tn"): (128, 4),
-                (128, 24576, 1536, "tt"): (96, 1), (128, 32768, 512, "tn"): (128, 1)}.items():
+                (112, 7168, 2048, "tt"): (64, 1), (96, 2112, 7168, "tn"): (128, 4),
+                (128, 24576, 1536, "tt"): (64, 1), (128, 32768, 512, "tt"): (128, 1),
+                (128, 32768, 512, "tn"): (128, 1)}.items():
             cfg = self.pick(m, n, k, layout)
             assert (cfg["a_regs"], cfg["a_mn_major"], cfg["relayout"], cfg["swap_ab"]) == (1, 1, 1, 0), cfg
             assert (cfg["block_m"], cfg["block_n"], cfg["cluster_k"], cfg["k_split"]) == \

@@ -259,16 +259,21 @@ inline bool fp8_gemm_a_regs_fits(int64_t m, const GemmKind& stored) {
 // 64-row tile's one warpgroup waits out each of its 4 dependent WGMMAs per K block
 // (scripts/wgmma_rate.cu: 69% of the tensor cores against 42% at 64x112), and the
 // model's per-block costs do not see that. Taken where their grid fills 3/4 of the
-// SMs in its last wave and K has 8 blocks or more, K-major operands with 1D2D scales
-// (what was measured). H100, kernel time alone (scripts/kernel_sweep.py 128, session
-// 18, two runs; model's pick in brackets): 24576x1536 522-523 TFLOPS against 490-492
+// SMs in its last wave and K has 8 blocks or more, with 1D2D scales and B K-major, A
+// K-major or read into registers as stored (what was measured). H100, M = 128,
+// session 18, against the picks before (in brackets). NT, kernel time alone
+// (scripts/kernel_sweep.py, two runs): 24576x1536 522-523 TFLOPS against 490-492
 // (128x192), 7168x16384 624-625 against 559-606 (64x112), 7168x2048 400-402 against
-// 380-390 (64x112). Left to the model: 32768x512 (4 K blocks) 352-354 against
-// 357-359, 4096x7168 (64 tiles) 364 against 496-498, 2112x7168 (33 tiles) 195 against 369.
+// 380-390 (64x112). tt with A in registers, whole calls (scripts/relayout_sweep.py):
+// 7168x2048 372 against 307 (128x128 over a CTA pair), 7168x16384 590 against 580
+// (same), 24576x1536 486 against 484 (128x96). Not where the rule does not fire: NT
+// 32768x512 (4 K blocks) 352-354 against 357-359, 4096x7168 (64 tiles) 364 against
+// 496-498, 2112x7168 (33 tiles) 195 against 369; tt 4096x7168 362 against 447. Nor
+// with B relaid out in shared memory (nn 7168x2048 241 against 325 swapped).
 inline bool fp8_gemm_two_warpgroup_narrow_pays(int64_t m, int64_t n, int64_t k, int64_t batches, int num_sms,
                                                const GemmKind& kind) {
   if (m <= 64 || m > 128 || ceil_div(k, 128) < 8) return false;
-  if (kind.sfb_per_row || kind.a_regs || kind.swap_ab || kind.a_relaid_out() || kind.b_relaid_out()) return false;
+  if (kind.sfb_per_row || kind.swap_ab || kind.a_relaid_out() || kind.b_relaid_out()) return false;
   const int64_t tiles = batches * ceil_div(n, 64);
   const int64_t last_wave = tiles - (tiles - 1) / num_sms * num_sms;
   return 4 * last_wave >= 3 * int64_t(num_sms);
@@ -352,6 +357,11 @@ inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_
                                                          .block_n > int(kFp8MaxBlockNBesideScalesOrFragments));
   if (regs && fp8_gemm_a_regs_fits(m, stored)) kind.a_mn_major = kind.a_regs = true;
   const int num_k_blocks = ceil_div(k, 128);
+  if (fp8_gemm_two_warpgroup_narrow_pays(m, n, k, batches, num_sms, kind)) {
+    GemmConfig c = candidate(kind, 128, 64, 1, 0, num_sms, batches * ceil_div(n, 64));
+    deepen_fp8_gemm(c, smem_capacity);
+    return c;
+  }
   if ((kind.b_mn_major || kind.a_regs) && !kind.a_relaid_out() && narrow.block_n > 0) {
     GemmConfig c = candidate(kind, m <= 64 ? 64 : 128, narrow.block_n, 1, 0, num_sms, narrow.ctas);
     c.cluster_k = narrow.cluster_k;
@@ -363,10 +373,6 @@ inline GemmConfig select_fp8_gemm_config(int64_t m, int64_t n, int64_t k, int64_
     return c;
   }
   GemmConfig c = fp8_gemm_model_config(m, n, k, batches, num_sms, kind, smem_capacity);
-  if (fp8_gemm_two_warpgroup_narrow_pays(m, n, k, batches, num_sms, kind)) {
-    c = candidate(kind, 128, 64, 1, 0, num_sms, batches * ceil_div(n, 64));
-    deepen_fp8_gemm(c, smem_capacity);
-  }
   // Narrow 64-row tiles (what small M picks) run their K blocks on two warpgroups
   // (k_split = 2), each with its own lookahead: up to 16 stages. H100, kernel time
   // alone at M = 128: 2112x7168 at 64x32 296 -> 352 TFLOPS (14 stages; 309 with 8),
