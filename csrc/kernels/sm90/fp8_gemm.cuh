@@ -252,6 +252,11 @@ struct BScaleRows {
   const float* first;      // the first block's row of K-block scales
   unsigned next1, next2;   // the second's and third's, floats past it
 
+  // The block of B's rows that column n0 lies in (a dummy n-block past N reads the last).
+  static __device__ __forceinline__ unsigned block_of(unsigned n0, unsigned num_nb) {
+    return min(n0 / 128, num_nb - 1);
+  }
+
   __device__ __forceinline__ BScaleRows(const Fp8GemmParams& p, unsigned l, unsigned m_block, unsigned n_block,
                                         unsigned num_k_blocks) {
     const unsigned batch = p.b_batched ? l : 0;
@@ -260,7 +265,7 @@ struct BScaleRows {
       next1 = next2 = 0;
     } else {
       const unsigned num_nb = (p.n + 127) / 128;
-      const unsigned nb0 = min(n_block * BLOCK_N / 128, num_nb - 1);  // (a dummy n-block past N reads the last row)
+      const unsigned nb0 = block_of(n_block * BLOCK_N, num_nb);
       first = p.sfb + (batch * num_nb + nb0) * num_k_blocks;
       next1 = (min(nb0 + 1, num_nb - 1) - nb0) * num_k_blocks;
       next2 = (min(nb0 + 2, num_nb - 1) - nb0) * num_k_blocks;
@@ -659,7 +664,7 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
       sched.get(tile, rank, l, m_block, n_block);
       const unsigned n0 = n_block * BLOCK_N;
       // 1D2D: the tile's columns before `split` take B's first scale block (BScaleRows).
-      const unsigned split = (min(n0 / 128, num_nb - 1) + 1) * 128 - n0;
+      const unsigned split = (BScaleRows<BLOCK_M, BLOCK_N, SWAP_AB>::block_of(n0, num_nb) + 1) * 128 - n0;
       // This warpgroup's K blocks: kb_begin + k_slice + j * K_SPLIT for j < own_blocks.
       const unsigned own_blocks = cta_k_blocks > k_slice ? (cta_k_blocks - k_slice + K_SPLIT - 1) / K_SPLIT : 0;
       KBlock pos = tile_pos;
