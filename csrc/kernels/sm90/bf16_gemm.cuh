@@ -97,7 +97,8 @@ __device__ __forceinline__ void bf16_gemm(const Bf16GemmParams& p) {
   uint64_t* full = reinterpret_cast<uint64_t*>(smem_b + NUM_STAGES * Layout::SMEM_B);
   uint64_t* empty = full + NUM_STAGES;
 
-  const unsigned warp_group = threadIdx.x / 128;
+  // Broadcast from lane 0 so that ptxas knows it is warp-uniform (fp8_gemm.cuh says why).
+  const unsigned warp_group = __shfl_sync(0xffffffffu, threadIdx.x / 128, 0);
   const unsigned num_k_blocks = (p.k + BLOCK_K - 1) / BLOCK_K;
   const TileScheduler<GROUP_N, CLUSTER_M> sched(p.m, p.n, p.num_batches, BLOCK_M, BLOCK_N);
   const unsigned rank = CLUSTER_M > 1 ? block_rank_in_cluster() : 0;

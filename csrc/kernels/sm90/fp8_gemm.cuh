@@ -377,7 +377,10 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
   uint64_t* raw_full = reduce_barriers + (CLUSTER_K > 1 ? 2 : 0);  // RELAYOUT: a raw stage has landed
   uint64_t* raw_empty = raw_full + NUM_RAW;                         // ... and has been transposed
 
-  const unsigned warp_group = threadIdx.x / 128;
+  // Broadcast from lane 0, so that ptxas knows it is warp-uniform: what derives from
+  // it (stage offsets, WGMMA descriptors, barrier addresses) then lives in uniform
+  // registers, not in per-thread ones moved over (R2UR) before every WGMMA.
+  const unsigned warp_group = __shfl_sync(0xffffffffu, threadIdx.x / 128, 0);
   const unsigned num_k_blocks = (p.k + BLOCK_K - 1) / BLOCK_K;
   const TileScheduler<GROUP_N, CLUSTER_M, CLUSTER_N> sched(p.m, p.n, p.num_batches, BLOCK_M, BLOCK_N);
   const unsigned rank = CLUSTER > 1 ? block_rank_in_cluster() : 0;
