@@ -5,73 +5,55 @@
 // both CTAs' stage, so L2 reads half of what shared memory receives. Prints TB/s
 // delivered into shared memory and read from L2.
 //
-//   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -o /tmp/l2_bandwidth scripts/l2_bandwidth.cu
+//   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Icsrc/kernels \
+//     -o /tmp/l2_bandwidth scripts/l2_bandwidth.cu
 //
 // The question it answers: whether an M = 128 GEMM whose every n-block re-reads A from
 // L2 is bound by L2's bandwidth (BENCHMARKS.md, session 19).
 #include <cstdio>
 #include <cstdint>
 #include <cuda_runtime.h>
-constexpr int STAGES = 8;
-__device__ __forceinline__ uint32_t smem_u32(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
-template <int CHUNK>
-__global__ void __launch_bounds__(128, 1) stream_unicast(const uint8_t* buf, size_t buf_bytes, int iters, unsigned long long* out) {
-  extern __shared__ __align__(1024) uint8_t smem[];
-  __shared__ uint64_t bar[STAGES];
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < STAGES; ++s) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(&bar[s])));
-    asm volatile("fence.mbarrier_init.release.cluster;");
-  }
-  __syncthreads();
-  if (threadIdx.x != 0) return;
-  size_t nchunks = buf_bytes / CHUNK;
-  size_t c = (size_t(blockIdx.x) * 7919) % nchunks;
-  for (int i = 0; i < iters + STAGES; ++i) {
-    int s = i % STAGES;
-    if (i >= STAGES) {  // wait for the copy issued STAGES ago
-      uint32_t ph = ((i / STAGES) - 1) & 1;
-      asm volatile("{ .reg .pred p; W: mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1; @!p bra W; }" ::"r"(smem_u32(&bar[s])), "r"(ph));
-    }
-    if (i < iters) {
-      asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(&bar[s])), "r"(CHUNK));
-      asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(smem_u32(smem + s * CHUNK)),
-                   "l"(buf + c * CHUNK), "r"(CHUNK), "r"(smem_u32(&bar[s])) : "memory");
-      c = (c + 1) % nchunks;
-    }
-  }
-  if (blockIdx.x == 0) atomicAdd(out, 1ull);
-}
+#include <common/sm90_ptx.cuh>
+using namespace jaxgemm::sm90;
 
-// Cluster of 2: each CTA copies half of each chunk into both CTAs' stage (multicast).
-template <int CHUNK>
-__global__ void __launch_bounds__(128, 1) stream_multicast(const uint8_t* buf, size_t buf_bytes, int iters, unsigned long long* out) {
+constexpr int STAGES = 8;
+
+// One thread per CTA keeps STAGES bulk copies of CHUNK bytes in flight. MULTICAST
+// (clusters of 2): each CTA copies its half of every chunk into both CTAs' stage.
+template <int CHUNK, bool MULTICAST>
+__global__ void __launch_bounds__(128, 1) stream(const uint8_t* buf, size_t buf_bytes, int iters, unsigned long long* out) {
   extern __shared__ __align__(1024) uint8_t smem[];
   __shared__ uint64_t bar[STAGES];
-  uint32_t rank; asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
+  const uint32_t rank = MULTICAST ? block_rank_in_cluster() : 0;
   if (threadIdx.x == 0) {
-    for (int s = 0; s < STAGES; ++s) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(&bar[s])));
-    asm volatile("fence.mbarrier_init.release.cluster;");
+    for (int s = 0; s < STAGES; ++s) Barrier::init(&bar[s], 1);
+    fence_barrier_init();
   }
-  asm volatile("barrier.cluster.arrive.release.aligned; barrier.cluster.wait.acquire.aligned;");
+  if constexpr (MULTICAST) cluster_sync(); else __syncthreads();
   if (threadIdx.x == 0) {
-    size_t nchunks = buf_bytes / CHUNK;
-    size_t c = (size_t(blockIdx.x / 2) * 7919) % nchunks;
+    constexpr uint32_t kPart = MULTICAST ? CHUNK / 2 : CHUNK;  // this CTA's copy of a chunk
+    const size_t nchunks = buf_bytes / CHUNK;
+    size_t c = (size_t(blockIdx.x / (MULTICAST ? 2 : 1)) * 7919) % nchunks;
     for (int i = 0; i < iters + STAGES; ++i) {
-      int s = i % STAGES;
-      if (i >= STAGES) {
-        uint32_t ph = ((i / STAGES) - 1) & 1;
-        asm volatile("{ .reg .pred p; W: mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1; @!p bra W; }" ::"r"(smem_u32(&bar[s])), "r"(ph));
-      }
+      const int s = i % STAGES;
+      if (i >= STAGES) Barrier::wait(&bar[s], ((i / STAGES) - 1) & 1);  // the copy issued STAGES ago
       if (i < iters) {
-        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(&bar[s])), "r"(CHUNK));
-        asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1], %2, [%3], %4;"
-                     ::"r"(smem_u32(smem + s * CHUNK + rank * (CHUNK / 2))), "l"(buf + c * CHUNK + rank * (CHUNK / 2)), "r"(CHUNK / 2),
-                     "r"(smem_u32(&bar[s])), "h"((uint16_t)3) : "memory");
+        Barrier::arrive_and_expect_tx(&bar[s], CHUNK);
+        const uint32_t dst = smem_addr(smem + s * CHUNK + rank * kPart);
+        const uint8_t* src = buf + c * CHUNK + rank * kPart;
+        if constexpr (MULTICAST)
+          asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster"
+                       " [%0], [%1], %2, [%3], %4;" ::"r"(dst), "l"(src), "r"(kPart), "r"(smem_addr(&bar[s])),
+                       "h"(uint16_t(3)) : "memory");
+        else
+          asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+                       ::"r"(dst), "l"(src), "r"(kPart), "r"(smem_addr(&bar[s])) : "memory");
         c = (c + 1) % nchunks;
       }
     }
   }
-  asm volatile("barrier.cluster.arrive.release.aligned; barrier.cluster.wait.acquire.aligned;");
+  // The peer's copies land in this CTA's stages: stay until both are done.
+  if constexpr (MULTICAST) cluster_sync();
   if (blockIdx.x == 0 && threadIdx.x == 0) atomicAdd(out, 1ull);
 }
 int main() {
@@ -79,19 +61,19 @@ int main() {
   uint8_t* buf; cudaMalloc(&buf, size_t(1) << 30); cudaMemset(buf, 1, size_t(1) << 30);
   unsigned long long* out; cudaMalloc(&out, 8);
   constexpr int CHUNK = 16384;
-  cudaFuncSetAttribute(stream_unicast<CHUNK>, cudaFuncAttributeMaxDynamicSharedMemorySize, STAGES * CHUNK);
+  cudaFuncSetAttribute(stream<CHUNK, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, STAGES * CHUNK);
   cudaEvent_t a, b; cudaEventCreate(&a); cudaEventCreate(&b);
-  cudaFuncSetAttribute(stream_multicast<CHUNK>, cudaFuncAttributeMaxDynamicSharedMemorySize, STAGES * CHUNK);
+  cudaFuncSetAttribute(stream<CHUNK, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, STAGES * CHUNK);
   for (size_t mb : {2, 8, 32, 1024}) {
     for (int mode = 0; mode < 3; ++mode) {
       int grid = mode == 1 ? sms / 2 : sms;
       int iters = 2000;
       auto launch = [&]() {
-        if (mode < 2) { stream_unicast<CHUNK><<<grid, 128, STAGES * CHUNK>>>(buf, mb << 20, iters, out); return; }
+        if (mode < 2) { stream<CHUNK, false><<<grid, 128, STAGES * CHUNK>>>(buf, mb << 20, iters, out); return; }
         cudaLaunchConfig_t cfg = {}; cudaLaunchAttribute at[1];
         at[0].id = cudaLaunchAttributeClusterDimension; at[0].val.clusterDim.x = 2; at[0].val.clusterDim.y = 1; at[0].val.clusterDim.z = 1;
         cfg.gridDim = dim3(grid); cfg.blockDim = dim3(128); cfg.dynamicSmemBytes = STAGES * CHUNK; cfg.attrs = at; cfg.numAttrs = 1;
-        cudaLaunchKernelEx(&cfg, stream_multicast<CHUNK>, (const uint8_t*)buf, mb << 20, iters, out);
+        cudaLaunchKernelEx(&cfg, stream<CHUNK, true>, (const uint8_t*)buf, mb << 20, iters, out);
       };
       launch();
       cudaEventRecord(a);
