@@ -192,8 +192,9 @@ def _fp8_doc(layout):
         `store_n`, `group_n`, `num_sms`, `cluster_m`: 2 multicasts B to CTA pairs along M,
         `cluster_n`: 2 multicasts A along N, `k_split`: 2 has two warpgroups take
         alternate K blocks of each 64-row tile, `cluster_k`: 2, 4 or 8 CTAs of a cluster
-        split K of each tile and sum their parts in shared memory, `relayout`, `swap_ab`
-        and `a_regs`: see below); missing keys are chosen by the heuristic.
+        split K of each tile and sum their parts in shared memory (an H100 runs at most
+        120 CTAs at once in clusters of 4 or 8), `relayout`, `swap_ab` and `a_regs`: see
+        below); missing keys are chosen by the heuristic.
 
     Returns `[M, N]` of `out_dtype`. Needs K % 16 == 0 and N % 8 == 0 (TMA alignment).
 {relayout}
