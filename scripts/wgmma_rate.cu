@@ -43,8 +43,8 @@ __global__ void __launch_bounds__(288, 1)
   const uint32_t mbar_a = smem_addr(&mbar);
   if (threadIdx.x == 0) {
     done_flag = 0;
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(mbar_a));
-    asm volatile("fence.mbarrier_init.release.cluster;");
+    Barrier::init(&mbar, 1);
+    fence_barrier_init();
   }
   __syncthreads();
   if (threadIdx.x == 256) {
@@ -55,14 +55,11 @@ __global__ void __launch_bounds__(288, 1)
     size_t off = size_t(blockIdx.x) * kChunk;
     uint32_t phase = 0;
     while (!*(volatile int*)&done_flag) {
-      asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(mbar_a), "r"(kChunk));
+      Barrier::arrive_and_expect_tx(&mbar, kChunk);
       asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(dst),
                    "l"(traffic + off), "r"(kChunk), "r"(mbar_a)
                    : "memory");
-      asm volatile("{\n.reg .pred p;\nW: mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n@!p bra W;\n}" ::"r"(
-                       mbar_a),
-                   "r"(phase)
-                   : "memory");
+      wait_barrier(mbar_a, phase);
       phase ^= 1;
       off += 132 * size_t(kChunk);
       if (off + kChunk > traffic_bytes) off = size_t(blockIdx.x) * kChunk;
@@ -93,7 +90,7 @@ __global__ void __launch_bounds__(288, 1)
 #pragma unroll
     for (int i = 0; i < NUM_ACC; ++i) fin[i] += acc[i] * s;
   };
-  asm volatile("bar.sync 1, %0;" ::"r"(wgs * 128));
+  named_barrier_sync(wgs * 128, 1);
   const unsigned long long t0 = clock64();
   issue(0, a0);
 #pragma unroll 1
@@ -113,7 +110,7 @@ __global__ void __launch_bounds__(288, 1)
   for (int i = 0; i < NUM_ACC; ++i) s += fin[i];
   if (s == 12345.f) sink[threadIdx.x] = s;  // keeps the math live
   if (threadIdx.x % 128 == 0) cycles[blockIdx.x * 2 + wg] = t1 - t0;
-  asm volatile("bar.sync 1, %0;" ::"r"(wgs * 128));
+  named_barrier_sync(wgs * 128, 1);
   if (threadIdx.x == 0) *(volatile int*)&done_flag = 1;
 }
 
