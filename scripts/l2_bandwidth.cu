@@ -46,8 +46,7 @@ __global__ void __launch_bounds__(128, 1) stream(const uint8_t* buf, size_t buf_
                        " [%0], [%1], %2, [%3], %4;" ::"r"(dst), "l"(src), "r"(kPart), "r"(smem_addr(&bar[s])),
                        "h"(uint16_t(3)) : "memory");
         else
-          asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
-                       ::"r"(dst), "l"(src), "r"(kPart), "r"(smem_addr(&bar[s])) : "memory");
+          bulk_load(dst, src, kPart, smem_addr(&bar[s]));
         c = (c + 1) % nchunks;
       }
     }

@@ -56,9 +56,7 @@ __global__ void __launch_bounds__(288, 1)
     uint32_t phase = 0;
     while (!*(volatile int*)&done_flag) {
       Barrier::arrive_and_expect_tx(&mbar, kChunk);
-      asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(dst),
-                   "l"(traffic + off), "r"(kChunk), "r"(mbar_a)
-                   : "memory");
+      bulk_load(dst, traffic + off, kChunk, mbar_a);
       wait_barrier(mbar_a, phase);
       phase ^= 1;
       off += 132 * size_t(kChunk);

@@ -12,17 +12,15 @@
 #include <stdexcept>
 
 #include "../kernels/sm90/fp8_gemm_registers.h"
+#include "../kernels/sm90/fp8_gemm_stage.h"
 #include "gemm_config.hpp"
 
 namespace jaxgemm::heuristics {
 
-// Bytes of one pipeline stage: A, B, A's scales and B's: per row (1D1D), padded for
-// TMA, or 1D2D's one to three block scales in 16 bytes.
+// Bytes of one pipeline stage: A, B and their scales, as the kernel lays them out.
 inline int fp8_gemm_stage_bytes(int block_m, int block_n, const GemmKind& kind) {
-  const int sfb = kind.sfb_per_row ? (block_n * 4 + 127) / 128 * 128 : 16;
-  // swap_ab: the scales of the tile's columns (the caller's A rows), in whole warps.
-  const int sfa = kind.swap_ab ? (block_n + 31) / 32 * 32 * 4 : block_m * 4;
-  return block_m * 128 + block_n * 128 + sfa + sfb;
+  return block_m * 128 + block_n * 128 + int(fp8_stage_sfa_bytes(block_m, block_n, kind.swap_ab)) +
+         int(fp8_stage_sfb_rows_bytes(block_n, kind.sfb_per_row)) + int(fp8_stage_sfb_blocks_bytes(kind.sfb_per_row));
 }
 
 // Bytes of one raw stage: the K block of each MN-major operand as TMA brings it, before

@@ -116,6 +116,15 @@ __device__ __forceinline__ void tma_load_3d_multicast(const TmaDescriptor* desc,
       : "memory");
 }
 
+// `bytes` (a multiple of 16) from `src` into shared memory at `dst`, without a tensor
+// map; completes the transaction bytes of the barrier at `bar`. The GEMMs load tiles
+// with tma_load_3d; development aids (scripts/*.cu) stream raw bytes with this.
+__device__ __forceinline__ void bulk_load(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(dst),
+               "l"(src), "r"(bytes), "r"(bar)
+               : "memory");
+}
+
 // `smem` to the box of `desc` at (c0, c1, c2); rows and columns outside the tensor are dropped.
 __device__ __forceinline__ void tma_store_3d(const TmaDescriptor* desc, const void* smem, int c0, int c1, int c2) {
   asm volatile("cp.async.bulk.tensor.3d.global.shared::cta.bulk_group [%0, {%2, %3, %4}], [%1];" ::"l"(

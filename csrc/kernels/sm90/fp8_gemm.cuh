@@ -99,6 +99,7 @@
 #include "../common/tile_scheduler.cuh"
 #include "fp8_gemm_params.h"
 #include "fp8_gemm_registers.h"
+#include "fp8_gemm_stage.h"
 
 // JAXGEMM_EXP_TIMELINE builds (scripts/cta_timeline.py) keep timestamps in the kernel
 // and print them; other builds compile these statements out.
@@ -286,13 +287,12 @@ struct Fp8GemmLayout {
   static constexpr unsigned SMEM_D = BLOCK_M / 64 * epilogue_smem_bytes<EPILOGUE_RING, OUT_BLOCK_N, OUT_BYTES>();
   static constexpr unsigned SMEM_A = BLOCK_M * BLOCK_K;
   static constexpr unsigned SMEM_B = BLOCK_N * BLOCK_K;
-  // The A scales of the stage's rows; SWAP_AB: the caller's A scales of its columns
-  // (whole warps' worth, the scale warp's lanes each copying one).
-  static constexpr unsigned SMEM_SFA = SWAP_AB ? (BLOCK_N + 31) / 32 * 32 * 4 : BLOCK_M * 4;
-  // TMA writes shared memory at 128-byte aligned addresses: pad each stage's B scales.
-  static constexpr unsigned SMEM_SFB = SFB_PER_ROW ? (BLOCK_N * 4 + 127) / 128 * 128 : 0;
-  // 1D2D: the stage's B block scales (BScaleRows), copied with A's by the scale warp.
-  static constexpr unsigned SMEM_SFB_BLOCKS = SFB_PER_ROW ? 0 : 16;
+  // The stage's scales (fp8_gemm_stage.h): A's (SWAP_AB: of the tile's columns); B's
+  // per row (1D1D) or its block scales (1D2D, BScaleRows, copied with A's by the
+  // scale warp).
+  static constexpr unsigned SMEM_SFA = fp8_stage_sfa_bytes(BLOCK_M, BLOCK_N, SWAP_AB);
+  static constexpr unsigned SMEM_SFB = fp8_stage_sfb_rows_bytes(BLOCK_N, SFB_PER_ROW);
+  static constexpr unsigned SMEM_SFB_BLOCKS = fp8_stage_sfb_blocks_bytes(SFB_PER_ROW);
   // A_MN / B_MN: the operand's K block as TMA brings it, MN-major, before its relayout.
   static constexpr unsigned SMEM_RAW_A = A_MN ? BLOCK_M * BLOCK_K : 0;
   static constexpr unsigned SMEM_RAW = SMEM_RAW_A + (B_MN ? BLOCK_N * BLOCK_K : 0);
@@ -615,7 +615,9 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
 
     // Stage 0's WGMMA descriptors and this thread's A-scale address; stage s is a
     // constant offset from them (the descriptor's start address counts 16 bytes),
-    // which keeps the address work between two K blocks' WGMMAs short.
+    // which keeps the address work between two K blocks' WGMMAs short. (The pins on the
+    // descriptors still matter with the warp-uniform index: without them the M = 4096
+    // instances grow by 8 instructions; at M = 128 the kernels timed the same.)
     const uint32_t smem_u32 = keep_in_register(smem_addr(smem));
     const uint32_t desc_a0 =
         keep_in_register(k_major_sw128_desc_lo(smem_u32 + (smem_a - smem) + row_wg * 64 * BLOCK_K));
