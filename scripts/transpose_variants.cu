@@ -28,17 +28,17 @@ struct Args {
 
 constexpr int kThreads = 256, kChunks = kTransposeTile * kTransposeTile / 16 / kThreads;  // 4
 
-// The loads of a CTA's TR x TC tiles, all issued before any tile is stored.
-template <int TR, int TC>
-__device__ __forceinline__ void load_tiles(const Args& p, unsigned g_r, unsigned g_c, uint4 (&v)[TR * TC][kChunks]) {
+// Calls f(t, i, offset) for chunk i of tile t of the CTA's TR x TC tiles, where the
+// 16-byte chunk at `offset` of the [R, C] input lies inside it.
+template <int TR, int TC, class F>
+__device__ __forceinline__ void for_each_chunk(const Args& p, unsigned g_r, unsigned g_c, F f) {
 #pragma unroll
   for (int t = 0; t < TR * TC; ++t) {
     const unsigned r0 = (g_r * TR + t / TC) * kTransposeTile, c0 = (g_c * TC + t % TC) * kTransposeTile;
 #pragma unroll
     for (int i = 0; i < kChunks; ++i) {
       const unsigned idx = threadIdx.x + i * kThreads, row = idx / 8, col = (idx % 8) * 16;
-      if (r0 + row < p.rows && c0 + col < p.cols)
-        v[t][i] = __ldcs(reinterpret_cast<const uint4*>(p.in + size_t(r0 + row) * p.cols + c0 + col));
+      if (r0 + row < p.rows && c0 + col < p.cols) f(t, i, size_t(r0 + row) * p.cols + c0 + col);
     }
   }
 }
@@ -46,20 +46,6 @@ __device__ __forceinline__ void load_tiles(const Args& p, unsigned g_r, unsigned
 template <bool CS>
 __device__ __forceinline__ void store16(unsigned char* dst, uint4 v) {
   if constexpr (CS) __stcs(reinterpret_cast<uint4*>(dst), v); else *reinterpret_cast<uint4*>(dst) = v;
-}
-
-// The copy: the loaded pieces stored back in place, the ceiling of this CTA layout.
-template <int TR, int TC, bool CS>
-__device__ __forceinline__ void store_copied(const Args& p, unsigned g_r, unsigned g_c, const uint4 (&v)[TR * TC][kChunks]) {
-#pragma unroll
-  for (int t = 0; t < TR * TC; ++t) {
-    const unsigned r0 = (g_r * TR + t / TC) * kTransposeTile, c0 = (g_c * TC + t % TC) * kTransposeTile;
-#pragma unroll
-    for (int i = 0; i < kChunks; ++i) {
-      const unsigned idx = threadIdx.x + i * kThreads, row = idx / 8, col = (idx % 8) * 16;
-      if (r0 + row < p.rows && c0 + col < p.cols) store16<CS>(p.out + size_t(r0 + row) * p.cols + c0 + col, v[t][i]);
-    }
-  }
 }
 
 // The transpose, as transpose_bytes does it, tile after tile.
@@ -97,10 +83,14 @@ __device__ __forceinline__ void store_transposed(const Args& p, unsigned g_r, un
 template <int TR, int TC, bool CS, bool COPY>
 __global__ void __launch_bounds__(kThreads) variant(Args p) {
   const unsigned g_r = blockIdx.x / p.groups_c, g_c = blockIdx.x % p.groups_c;
-  uint4 v[TR * TC][kChunks];
-  load_tiles<TR, TC>(p, g_r, g_c, v);
-  if constexpr (COPY) store_copied<TR, TC, CS>(p, g_r, g_c, v);
-  else store_transposed<TR, TC, CS>(p, g_r, g_c, v);
+  uint4 v[TR * TC][kChunks];  // every tile's loads are issued before any tile is stored
+  for_each_chunk<TR, TC>(p, g_r, g_c, [&](int t, int i, size_t off) {
+    v[t][i] = __ldcs(reinterpret_cast<const uint4*>(p.in + off));
+  });
+  if constexpr (COPY)  // the loaded pieces stored back in place: the ceiling of this layout
+    for_each_chunk<TR, TC>(p, g_r, g_c, [&](int t, int i, size_t off) { store16<CS>(p.out + off, v[t][i]); });
+  else
+    store_transposed<TR, TC, CS>(p, g_r, g_c, v);
 }
 
 // A plain copy: every thread moves 16-byte pieces, grid-stride, 4 in flight.
@@ -119,6 +109,16 @@ __global__ void __launch_bounds__(kThreads) grid_copy(const uint4* in, uint4* ou
 
 struct Shape { unsigned r, c; };
 
+// One launch of a variant on [R, C] at `in`, into `out`.
+template <int TR, int TC, bool CS, bool COPY>
+void launch(const unsigned char* in, unsigned char* out, Shape s) {
+  const unsigned groups_r = (s.r + TR * kTransposeTile - 1) / (TR * kTransposeTile);
+  const unsigned groups_c = (s.c + TC * kTransposeTile - 1) / (TC * kTransposeTile);
+  const int smem = COPY ? 0 : TR * TC * kTransposeTile * kTransposeTile;
+  cudaFuncSetAttribute(variant<TR, TC, CS, COPY>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  variant<TR, TC, CS, COPY><<<groups_r * groups_c, kThreads, smem>>>(Args{in, out, s.r, s.c, groups_c});
+}
+
 // Whether a variant transposes (or copies) a [R, C] matrix of distinct-ish bytes exactly.
 template <int TR, int TC, bool CS, bool COPY>
 bool check(Shape s) {
@@ -129,11 +129,7 @@ bool check(Shape s) {
   cudaMalloc(&in, bytes); cudaMalloc(&out, bytes);
   cudaMemcpy(in, h.data(), bytes, cudaMemcpyHostToDevice);
   cudaMemset(out, 0xAB, bytes);
-  const unsigned groups_r = (s.r + TR * kTransposeTile - 1) / (TR * kTransposeTile);
-  const unsigned groups_c = (s.c + TC * kTransposeTile - 1) / (TC * kTransposeTile);
-  const int smem = COPY ? 0 : TR * TC * kTransposeTile * kTransposeTile;
-  cudaFuncSetAttribute(variant<TR, TC, CS, COPY>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  variant<TR, TC, CS, COPY><<<groups_r * groups_c, kThreads, smem>>>(Args{in, out, s.r, s.c, groups_c});
+  launch<TR, TC, CS, COPY>(in, out, s);
   cudaMemcpy(o.data(), out, bytes, cudaMemcpyDeviceToHost);
   cudaFree(in); cudaFree(out);
   for (size_t r = 0; r < s.r; ++r)
@@ -142,45 +138,34 @@ bool check(Shape s) {
   return true;
 }
 
-template <int TR, int TC, bool CS, bool COPY>
-float run_variant(const std::vector<unsigned char*>& ins, const std::vector<unsigned char*>& outs, Shape s) {
-  const unsigned tiles_r = (s.r + kTransposeTile - 1) / kTransposeTile, tiles_c = (s.c + kTransposeTile - 1) / kTransposeTile;
-  const unsigned groups_r = (tiles_r + TR - 1) / TR, groups_c = (tiles_c + TC - 1) / TC;
-  const int smem = COPY ? 0 : TR * TC * kTransposeTile * kTransposeTile;
-  cudaFuncSetAttribute(variant<TR, TC, CS, COPY>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+// Read + written TB/s of `run(in, out)` over the buffers in turn: the median of 5 runs of
+// 20 calls, after one run of warm-up.
+template <class Run>
+float bandwidth(const std::vector<unsigned char*>& ins, const std::vector<unsigned char*>& outs, Shape s, Run run) {
   cudaEvent_t a, b; cudaEventCreate(&a); cudaEventCreate(&b);
   std::vector<float> ms;
   for (int rep = 0; rep < 6; ++rep) {
     cudaEventRecord(a);
-    for (int it = 0; it < 20; ++it) {
-      const size_t k = it % ins.size();
-      variant<TR, TC, CS, COPY><<<groups_r * groups_c, kThreads, smem>>>(Args{ins[k], outs[k], s.r, s.c, groups_c});
-    }
-    cudaEventRecord(b); cudaEventSynchronize(b);
-    float t; cudaEventElapsedTime(&t, a, b);
-    if (rep > 0) ms.push_back(t);  // the first run warms up
-  }
-  std::sort(ms.begin(), ms.end());
-  return 2.0 * s.r * s.c * 20 / (ms[ms.size() / 2] * 1e-3) / 1e12;
-}
-
-float run_grid_copy(const std::vector<unsigned char*>& ins, const std::vector<unsigned char*>& outs, Shape s) {
-  int sms; cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
-  const size_t n = size_t(s.r) * s.c / 16;
-  cudaEvent_t a, b; cudaEventCreate(&a); cudaEventCreate(&b);
-  std::vector<float> ms;
-  for (int rep = 0; rep < 6; ++rep) {
-    cudaEventRecord(a);
-    for (int it = 0; it < 20; ++it) {
-      const size_t k = it % ins.size();
-      grid_copy<<<sms * 8, kThreads>>>(reinterpret_cast<const uint4*>(ins[k]), reinterpret_cast<uint4*>(outs[k]), n);
-    }
+    for (int it = 0; it < 20; ++it) run(ins[it % ins.size()], outs[it % ins.size()]);
     cudaEventRecord(b); cudaEventSynchronize(b);
     float t; cudaEventElapsedTime(&t, a, b);
     if (rep > 0) ms.push_back(t);
   }
   std::sort(ms.begin(), ms.end());
   return 2.0 * s.r * s.c * 20 / (ms[ms.size() / 2] * 1e-3) / 1e12;
+}
+
+template <int TR, int TC, bool CS, bool COPY>
+float run_variant(const std::vector<unsigned char*>& ins, const std::vector<unsigned char*>& outs, Shape s) {
+  return bandwidth(ins, outs, s, [&](const unsigned char* in, unsigned char* out) { launch<TR, TC, CS, COPY>(in, out, s); });
+}
+
+float run_grid_copy(const std::vector<unsigned char*>& ins, const std::vector<unsigned char*>& outs, Shape s) {
+  int sms; cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
+  const size_t n = size_t(s.r) * s.c / 16;
+  return bandwidth(ins, outs, s, [&](const unsigned char* in, unsigned char* out) {
+    grid_copy<<<sms * 8, kThreads>>>(reinterpret_cast<const uint4*>(in), reinterpret_cast<uint4*>(out), n);
+  });
 }
 
 int main() {
