@@ -88,7 +88,7 @@ ffi::ErrorOr<std::unique_ptr<GemmState>> instantiate(GemmConfig config, bool sfa
         !(config.cluster_k == 1 || config.cluster_k == 2 || config.cluster_k == 4 || config.cluster_k == 8) ||
         (split_k_cluster && config.cluster_m * config.cluster_n != 1) ||
         config.num_sms % config.cluster_size() != 0 || config.block_n % (8 * config.cluster_m) != 0 ||
-        config.block_m % (8 * config.cluster_n) != 0 || config.block_n % (16 * config.cluster_k) != 0 ||
+        config.block_m % (8 * config.cluster_n) != 0 || config.block_n % (8 * config.cluster_k) != 0 ||
         config.store_n <= 0 || config.out_block_n() % config.store_n != 0 ||
         ((config.cluster_n > 1 || config.k_split > 1 || split_k_cluster) && std::is_same_v<Launcher, Sm90Bf16Gemm>))
       return ffi::Unexpected(ffi::Error::InvalidArgument(std::string(op) + ": inconsistent cluster config"));

@@ -319,6 +319,7 @@ def test_bf16_gemm(layout, c_dtype, out_dtype, m, n, k):
 @pytest.mark.parametrize("config", [
     {"block_m": 64, "block_n": 16},
     {"block_m": 128, "block_n": 112},
+    {"block_m": 128, "block_n": 128, "store_n": 8},  # 16-byte (unswizzled) TMA stores
     {"block_m": 128, "block_n": 256, "num_stages": 3},
     {"block_m": 128, "block_n": 128, "num_sms": 7},
     {"block_m": 128, "block_n": 256, "cluster_m": 2},  # B multicast; 3 m-blocks: one dummy

@@ -58,6 +58,7 @@ def test_fp8_gemm_nt_matches_float64(m, n, k):
     {"block_m": 64, "block_n": 16},
     {"block_m": 128, "block_n": 96},     # tiles straddle two 128-row scale blocks of B
     {"block_m": 128, "block_n": 144},    # _ext WGMMA, 16-column TMA stores
+    {"block_m": 128, "block_n": 96, "store_n": 8},  # 16-byte (unswizzled) TMA stores
     {"block_m": 128, "block_n": 192, "num_stages": 3},
     {"block_m": 128, "block_n": 128, "num_sms": 7},  # many tiles per CTA
     {"block_m": 128, "block_n": 176, "cluster_m": 2},  # B multicast; 3 m-blocks: one dummy;
@@ -71,6 +72,7 @@ def test_fp8_gemm_nt_matches_float64(m, n, k):
     {"block_m": 64, "block_n": 96, "k_split": 2, "cluster_m": 2, "num_sms": 6},
     {"block_m": 128, "block_n": 128, "cluster_k": 4},  # K over 4 CTAs of a cluster: 3 K blocks each
     {"block_m": 128, "block_n": 96, "cluster_k": 2, "num_sms": 6},  # many tiles per cluster
+    {"block_m": 128, "block_n": 112, "cluster_k": 2},  # 56-column slices: 16-byte TMA stores
     {"block_m": 64, "block_n": 64, "cluster_k": 2, "k_split": 2, "num_sms": 4},  # and over 2 warpgroups
 ])
 def test_fp8_gemm_nt_pinned_configs(config):
@@ -84,7 +86,8 @@ def test_fp8_gemm_nt_pinned_configs(config):
 @pytest.mark.parametrize("k", [128, 384, 1600])
 @pytest.mark.parametrize("config", [{"block_m": 64, "block_n": 32}, {"block_m": 128, "block_n": 96},
                                     {"block_m": 64, "block_n": 48, "k_split": 2, "num_sms": 3},
-                                    {"block_m": 128, "block_n": 64, "cluster_k": 4, "num_sms": 8}])
+                                    {"block_m": 128, "block_n": 64, "cluster_k": 4, "num_sms": 8},
+                                    {"block_m": 128, "block_n": 112, "cluster_k": 2, "num_sms": 4}])
 def test_fp8_gemm_nt_odd_number_of_k_blocks(config, k):
     """1, 3 and 13 K blocks: the tails of the loop that runs two accumulator sets
     (block_n <= 128), where the last block has no partner; with k_split=2 a single K

@@ -267,10 +267,10 @@ def gemm_config(spec: GemmSpec, m: int, n: int, k: int, batches: int = 1, *,
                          "GEMMs only; use cluster_m=2")
     cluster_k = cfg["cluster_k"]
     if cluster_k != 1 and (spec.op != "fp8" or cfg["cluster_m"] * cfg["cluster_n"] != 1
-                           or cfg["block_n"] % (16 * cluster_k)):
+                           or cfg["block_n"] % (8 * cluster_k)):
         raise ValueError(f"{op_name}: config cluster_k={cluster_k} (K split over a cluster of CTAs) "
                          "needs the FP8 kernel, no multicast (cluster_m=cluster_n=1) and block_n a "
-                         f"multiple of {16 * cluster_k}")
+                         f"multiple of {8 * cluster_k}")
     if cfg["pingpong"] and (spec.op != "bf16" or cfg["block_m"] != 128):
         raise ValueError(f"{op_name}: config pingpong=1 (each math warpgroup on its own 128-row tile) "
                          "needs the BF16 kernel and block_m=128")

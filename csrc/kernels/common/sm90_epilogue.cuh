@@ -2,7 +2,7 @@
 // accumulators (the m64nN WGMMA register layout) to D, optionally adding C.
 //
 // D leaves through shared memory and TMA stores of STORE_N-column chunks (each
-// 64 rows x STORE_N * OUT_BYTES bytes, at most 128, swizzled as the TMA descriptor
+// 64 rows x STORE_N * OUT_BYTES bytes, 16 to 128, swizzled as the TMA descriptor
 // says), which drain while the next tile's main loop runs; TMA drops the rows and
 // columns past the tensor's edge. Each math warpgroup stages either its whole
 // 64 x BLOCK_N tile (two barriers per tile), or, with RING, its chunks in a ring of
@@ -68,8 +68,8 @@ __device__ __forceinline__ void store_tile(float (&acc)[NUM_ACC], uint8_t* smem_
   static_assert(OUT_BYTES == 2 || OUT_BYTES == 4, "D is bf16 or f32");
   static_assert(C_BYTES == 0 || C_BYTES == 2 || C_BYTES == 4, "C is absent, bf16 or f32");
   constexpr unsigned SPAN = STORE_N * OUT_BYTES;
-  static_assert(BLOCK_N % STORE_N == 0 && (SPAN == 128 || SPAN == 64 || SPAN == 32),
-                "output chunks are 128, 64 or 32 bytes wide");
+  static_assert(BLOCK_N % STORE_N == 0 && (SPAN == 128 || SPAN == 64 || SPAN == 32 || SPAN == 16),
+                "output chunks are 128, 64, 32 or 16 bytes wide");
   const unsigned t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
   // This thread's rows: row0 and row0 + ROW_STEP.
   const unsigned row0 = PAIRED_ROWS ? warp * 16 + 2 * (lane / 4) : warp * 16 + lane / 4;
@@ -91,7 +91,9 @@ __device__ __forceinline__ void store_tile(float (&acc)[NUM_ACC], uint8_t* smem_
     }
   }
 
-  constexpr unsigned SWIZZLE_MASK = SPAN / 16 - 1;  // 16-byte unit ^= (offset >> 7) & mask
+  // 16-byte unit ^= (offset >> 7) & mask; a 16-byte chunk (8 BF16 columns) is unswizzled (its 8
+  // rows of a warp's write are 128 consecutive bytes: no bank conflict either way).
+  constexpr unsigned SWIZZLE_MASK = SPAN / 16 - 1;
   constexpr unsigned NUM_CHUNKS = BLOCK_N / STORE_N;
   // BF16 pairs (or FP32 pairs) of chunk `ch` into the staging buffer at `base`.
   auto write_chunk = [&](unsigned ch, uint32_t base) {

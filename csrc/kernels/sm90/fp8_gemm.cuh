@@ -340,8 +340,8 @@ __device__ __forceinline__ void fp8_gemm(const Fp8GemmParams& p) {
                     CLUSTER_M * CLUSTER_N <= 2,
                 "B (CLUSTER_M) or A (CLUSTER_N) is multicast to at most 2 CTAs");
   static_assert(CLUSTER_K == 1 || ((CLUSTER_K == 2 || CLUSTER_K == 4 || CLUSTER_K == 8) &&
-                                     CLUSTER_M * CLUSTER_N == 1 && BLOCK_N % (16 * CLUSTER_K) == 0),
-                "K is split over a cluster of 2, 4 or 8 CTAs, without multicast, into slices of 16 columns");
+                                     CLUSTER_M * CLUSTER_N == 1 && BLOCK_N % (8 * CLUSTER_K) == 0),
+                "K is split over a cluster of 2, 4 or 8 CTAs, without multicast, into slices of 8 columns");
   constexpr unsigned CLUSTER = CLUSTER_M * CLUSTER_N;  // CTAs that multicast to each other
   constexpr uint16_t CLUSTER_MASK = (1u << CLUSTER) - 1;
   constexpr unsigned A_ROWS_PER_CTA = BLOCK_M / CLUSTER_N;  // rows of A this CTA loads
