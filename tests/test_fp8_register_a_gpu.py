@@ -34,6 +34,7 @@ SWAP_CASES = [
      {"block_m": 64, "block_n": 128, "k_split": 2, "num_sms": 7}),
     (80, 1168, 1552, "nn", None, jnp.bfloat16, {"block_m": 128, "block_n": 80, "num_sms": 5}),
     (96, 1168, 4096, "nn", None, jnp.bfloat16, {"block_m": 64, "block_n": 96, "cluster_k": 2, "num_sms": 8}),
+    (96, 1168, 4096, "nn", None, jnp.bfloat16, {"block_m": 64, "block_n": 48, "cluster_k": 2, "num_sms": 8}),
 ]
 
 # A read as stored: the heuristic's tiles at M = 128 (128 rows with K over a CTA pair;
@@ -52,6 +53,7 @@ A_REGS_CASES = [
     (336, 1168, 1552, "tn", None, jnp.bfloat16, {"block_m": 128, "block_n": 160, "relayout": 1, "num_sms": 7}),
     (208, 1168, 4096, "tt", None, jnp.bfloat16,
      {"block_m": 64, "block_n": 64, "k_split": 2, "cluster_k": 2, "num_sms": 8}),
+    (208, 1168, 4096, "tt", None, jnp.bfloat16, {"block_m": 128, "block_n": 112, "cluster_k": 2, "num_sms": 8}),
 ]
 
 # What each mode's config says: (swap_ab, a_mn_major, b_mn_major, a_regs); None: either.
