@@ -99,8 +99,10 @@ def _warm_jit_cache():
             for layout in LAYOUTS[1:]:  # test_fp8_gemm_layouts (M rounded up to 16 where A is [K, M])
                 a_t, b_t = reference.LAYOUTS[layout]
                 mm = m - m % 16 + 16 if a_t and m % 16 else m
-                gemms.append((GemmSpec("fp8", "float32", True, "float32", a_stored_mn_major=a_t,
-                                       b_stored_mn_major=b_t), mm, n, k, 1))
+                for c_dtype, out_dtype in C_MODES[:2]:
+                    cd = None if c_dtype is None else jnp.dtype(c_dtype).name
+                    gemms.append((GemmSpec("fp8", jnp.dtype(out_dtype).name, cd is not None, cd,
+                                           a_stored_mn_major=a_t, b_stored_mn_major=b_t), mm, n, k, 1))
     precompile(gemms)
 
 
@@ -121,16 +123,18 @@ def test_fp8_gemm_nt_with_c(m, n, k, c_dtype, out_dtype):
 
 @pytest.mark.parametrize("n,k", DEEPSEEK_V3_NK)
 @pytest.mark.parametrize("m", MS)
+@pytest.mark.parametrize("c_dtype,out_dtype", C_MODES[:2])
 @pytest.mark.parametrize("layout", ["nn", "tn", "tt"])
-def test_fp8_gemm_layouts(m, n, k, layout):
+def test_fp8_gemm_layouts(m, n, k, layout, c_dtype, out_dtype):
     if layout[0] == "t" and m % 16:
         m = m - m % 16 + 16  # a [K, M] A needs 16-byte rows; 1 -> 16, 4097 -> 4112
     a, b = _fp8_operands(m, n, k, layout, seed=m + n + k + 1)
-    c = _c(m, n, jnp.float32, seed=m)
+    c = _c(m, n, c_dtype, seed=m)
     ref = _reference(reference.fp8_gemm, *a, *b, layout, c, jnp.float64)
-    _poison((m, n), jnp.float32)
-    out = jax.jit(getattr(jaxgemm, f"fp8_gemm_{layout}"), static_argnums=3)(a, b, c, jnp.float32)
-    _check(out, ref, jnp.float32, 1e-3, rel=1e-2)
+    _poison((m, n), out_dtype)
+    out = jax.jit(getattr(jaxgemm, f"fp8_gemm_{layout}"), static_argnums=3)(a, b, c, out_dtype)
+    assert out.dtype == out_dtype
+    _check(out, ref, out_dtype, 1e-3, rel=1e-2)
 
 
 @pytest.mark.parametrize("n,k", DEEPSEEK_V3_NK)
