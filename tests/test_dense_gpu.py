@@ -85,24 +85,25 @@ def _reference(fn, *args):
 @pytest.fixture(scope="module", autouse=True)
 def _warm_jit_cache():
     """Compile every kernel this module uses in parallel, once."""
+    def spec(op, c_dtype, out_dtype, **layout):
+        cd = None if c_dtype is None else jnp.dtype(c_dtype).name
+        return GemmSpec(op, jnp.dtype(out_dtype).name, cd is not None, cd, **layout)
+
     gemms = []
     for m in MS:
         for n, k in DEEPSEEK_V3_NK:
             for c_dtype, out_dtype in C_MODES:
-                cd = None if c_dtype is None else jnp.dtype(c_dtype).name
-                gemms.append((GemmSpec("fp8", jnp.dtype(out_dtype).name, cd is not None, cd), m, n, k, 1))
+                gemms.append((spec("fp8", c_dtype, out_dtype), m, n, k, 1))
                 for layout in LAYOUTS:
                     a_t, b_t = reference.LAYOUTS[layout]
-                    gemms.append((GemmSpec("bf16", jnp.dtype(out_dtype).name, cd is not None, cd,
-                                           a_mn_major=a_t, b_mn_major=b_t), m, n, k, 1))
+                    gemms.append((spec("bf16", c_dtype, out_dtype, a_mn_major=a_t, b_mn_major=b_t), m, n, k, 1))
             gemms.append((GemmSpec("fp8", "float32", True, "float32", sfb_per_row=True), m, n, k, 1))
             for layout in LAYOUTS[1:]:  # test_fp8_gemm_layouts (M rounded up to 16 where A is [K, M])
                 a_t, b_t = reference.LAYOUTS[layout]
                 mm = m - m % 16 + 16 if a_t and m % 16 else m
                 for c_dtype, out_dtype in C_MODES[:2]:
-                    cd = None if c_dtype is None else jnp.dtype(c_dtype).name
-                    gemms.append((GemmSpec("fp8", jnp.dtype(out_dtype).name, cd is not None, cd,
-                                           a_stored_mn_major=a_t, b_stored_mn_major=b_t), mm, n, k, 1))
+                    gemms.append((spec("fp8", c_dtype, out_dtype, a_stored_mn_major=a_t, b_stored_mn_major=b_t),
+                                  mm, n, k, 1))
     precompile(gemms)
 
 
